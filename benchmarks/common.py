@@ -1,0 +1,134 @@
+"""Shared pieces of the benchmark scripts: provenance, statistics, tables, plots, progress."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10
+        )
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads)"
+
+
+def provenance(module: str, argv: Sequence[str], device: str, started: float) -> dict[str, Any]:
+    """What every result file records: the command, the commit, the device and the wall time."""
+    return {
+        "command": f"python -m {module} " + shlex.join(list(argv)),
+        "git_commit": git_commit(),
+        "device": device_name(device),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def mean_se(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (inf if any value is inf)."""
+    xs = [float(v) for v in values]
+    n = len(xs)
+    mean = sum(xs) / n
+    if not math.isfinite(mean) or n < 2:
+        return mean, float("nan")
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def fmt(mean: float, se: float, digits: int = 3) -> str:
+    if not math.isfinite(mean):
+        return "diverged"
+    if not math.isfinite(se):
+        return f"{mean:.{digits}g}"
+    return f"{mean:.{digits}g} ± {se:.2g}"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=float) + "\n")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot_curves(curves: dict[str, torch.Tensor], path: Path, title: str, ylabel: str = "training loss") -> bool:
+    """Mean loss per step with a shaded ± standard-error band, log scale; False if no matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: skipping {path.name}", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, runs in curves.items():
+        runs = runs.double()
+        finite = torch.isfinite(runs).all(dim=1)
+        if not finite.any():
+            continue
+        runs = runs[finite]
+        steps = torch.arange(runs.shape[1])
+        mean = runs.mean(0)
+        se = runs.std(0) / math.sqrt(runs.shape[0]) if runs.shape[0] > 1 else torch.zeros_like(mean)
+        dashed = "--" if name.startswith(("LSTM", "l2l", "Learned")) else "-"
+        (line,) = ax.plot(steps, mean, dashed, label=name + ("" if finite.all() else f" ({int((~finite).sum())} diverged runs left out)"))
+        ax.fill_between(steps, (mean - se).clamp_min(1e-12), mean + se, color=line.get_color(), alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def progress(iterable, total: int | None = None, desc: str = ""):
+    """A tqdm bar on a terminal, the plain iterable elsewhere."""
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+
+            return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+        except ImportError:
+            pass
+    return iterable

@@ -1,0 +1,98 @@
+"""Hand-designed optimizers, a training loop shared by every optimizer, and learning-rate tuning.
+
+Every optimizer, learned or not, is run by the same ``train`` loop on the same
+problems (a problem seed fixes the initial parameters and every batch), and
+every baseline gets its learning rate from the same grid, picked on tuning
+seeds that are disjoint from the evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from .tasks import TUNING_SEEDS, Task
+
+# the grid of the reproductions: 1, 0.3, 0.1, ..., 1e-5
+LR_GRID: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4, 3e-5, 1e-5)
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+BASELINES: dict[str, Callable[[Iterable[torch.nn.Parameter], float], torch.optim.Optimizer]] = {
+    "Adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "RMSprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
+    "SGD": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "NAG": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+}
+
+
+def baseline(name: str, lr: float) -> OptimizerFactory:
+    """A factory for a named baseline at a learning rate."""
+    if name not in BASELINES:
+        raise ValueError(f"Unknown baseline: {name!r} (available: {', '.join(BASELINES)})")
+    return lambda params: BASELINES[name](params, lr)
+
+
+def train(problem, make_optimizer: OptimizerFactory, steps: int) -> torch.Tensor:
+    """Train ``problem.model`` in place; returns the losses f(θ_0), ..., f(θ_{steps-1}).
+
+    A run whose loss turns non-finite stops there; its remaining losses are inf.
+    """
+    optimizer = make_optimizer(problem.model.parameters())
+    losses = torch.full((steps,), float("inf"))
+    for t in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = problem.loss(t)
+        if not torch.isfinite(loss):
+            break
+        losses[t] = loss.detach()
+        loss.backward()
+        optimizer.step()
+    return losses
+
+
+def score(losses: torch.Tensor) -> float:
+    """The tuning objective: the sum of losses over the run (inf if it diverged)."""
+    total = float(losses.sum())
+    return total if math.isfinite(total) else float("inf")
+
+
+def tune_lr(
+    task: Task,
+    name: str,
+    seeds: Sequence[int] = TUNING_SEEDS[:20],
+    steps: int = 100,
+    grid: Sequence[float] = LR_GRID,
+    device: torch.device | str = "cpu",
+) -> tuple[float, dict[float, float]]:
+    """(best learning rate, mean sum of losses of every rate) of a baseline on tuning seeds."""
+    if set(seeds) - set(TUNING_SEEDS):
+        raise ValueError("Tuning must use seeds from tasks.TUNING_SEEDS (disjoint from evaluation seeds)")
+    scores = {}
+    for lr in grid:
+        runs = [score(train(task.sample(seed, device), baseline(name, lr), steps)) for seed in seeds]
+        scores[lr] = sum(runs) / len(runs)
+    best = min(grid, key=lambda lr: (scores[lr], -lr))
+    return best, scores
+
+
+def compare(
+    task: Task,
+    optimizers: dict[str, OptimizerFactory],
+    seeds: Sequence[int],
+    steps: int,
+    device: torch.device | str = "cpu",
+    wrap: Callable[[Iterable, int, str], Iterable] = lambda items, total, desc: items,
+) -> dict[str, dict]:
+    """Run every optimizer on the same problems: {name: {"losses": (seeds, steps), "metrics": [...]}}."""
+    results = {}
+    for name, factory in optimizers.items():
+        curves, metrics = [], []
+        for seed in wrap(seeds, len(seeds), name):
+            problem = task.sample(seed, device)
+            curves.append(train(problem, factory, steps))
+            metrics.append(problem.evaluate())
+        results[name] = {"losses": torch.stack(curves), "metrics": metrics}
+    return results

@@ -1,0 +1,541 @@
+"""Meta-train an update rule: ``python -m learned_optim.metatrain --task mnist_mlp --out runs/mine.safetensors``.
+
+Truncated backpropagation through time, as in Andrychowicz et al. (2016):
+optimizee runs of ``steps`` steps, unrolled ``unroll`` steps at a time; the
+meta-loss of an unroll is the sum of the optimizee's losses after each of its
+updates (every weight w_t = 1); the optimizee's gradients are treated as inputs
+(no second derivatives); the rule's hidden state is carried across unrolls and
+detached between them; the meta-optimizer is Adam.
+
+Why one backward pass per unroll is enough: with the gradients g_t treated as
+constants, θ_t = θ_s + Σ_{j<t} Δ_j(φ) and ∂f(θ_t)/∂θ_t = g_t, so
+
+    d/dφ Σ_{t=s+1}^{s+K} f(θ_t) = Σ_{j=s}^{s+K-1} G_jᵀ ∂Δ_j/∂φ,   G_j = Σ_{t=j+1}^{s+K} g_t.
+
+Each step's optimizee gradient needs only that step's graph, and the
+meta-gradient is one backward through the K rule steps with output weights G_j.
+
+Each epoch runs ``runs_per_epoch`` training problems (fresh seeds), then
+validates on ``val_problems`` held-out problem seeds (mean sum of losses over a
+run, the reproductions' metric); the best epoch's weights are kept. A checkpoint
+is written atomically after every epoch; ``--resume`` continues a killed run
+from its last complete epoch and ends with the same weights as an
+uninterrupted run. Output: a weight file with its card (see pretrained.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from . import __version__, nets
+from .features import preprocess
+from .nets import NetConfig
+from .pretrained import save_weights
+from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
+
+CHECKPOINT_FORMAT = "learned_optim.checkpoint/1"
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    """The whole meta-training recipe; the card records it, ``--resume`` checks it."""
+
+    task: str = "mnist_mlp"  # task name (see learned_optim.tasks.TASKS)
+    task_options: dict[str, Any] = field(default_factory=dict)  # the task's config options
+    net: NetConfig = NetConfig()  # architecture of the rule
+    epochs: int = 50  # epochs of (training runs + validation)
+    runs_per_epoch: int = 20  # optimizee runs per epoch, each from a fresh problem seed
+    steps: int = 100  # optimizee steps per run
+    unroll: int = 20  # truncation length: steps per meta-gradient
+    meta_lr: float = 0.003  # Adam learning rate on the rule's weights
+    meta_grad_clip: float = 0.0  # clip the meta-gradient's global norm to this (0: off)
+    val_problems: int = 10  # held-out problems validated after each epoch
+    seed: int = 0  # seeds the rule's init and the training problems
+    device: str = "cpu"  # where the rule and the optimizees run
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems"):
+            value = getattr(self, name)
+            low = 0 if name == "epochs" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"Invalid {name}: {value!r} (must be an int >= {low})")
+        if not (isinstance(self.meta_lr, (int, float)) and math.isfinite(self.meta_lr) and self.meta_lr > 0):
+            raise ValueError(f"Invalid meta_lr: {self.meta_lr!r} (must be a finite number > 0)")
+        if not (isinstance(self.meta_grad_clip, (int, float)) and self.meta_grad_clip >= 0):
+            raise ValueError(f"Invalid meta_grad_clip: {self.meta_grad_clip!r} (must be >= 0)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"Invalid seed: {self.seed!r} (must be an int >= 0)")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["net"] = self.net.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MetaTrainConfig":
+        data = dict(data)
+        data["net"] = NetConfig.from_dict(data["net"])
+        return cls(**data)
+
+
+def train_seed(config: MetaTrainConfig, epoch: int, run: int) -> int:
+    """The problem seed of a training run: disjoint from every evaluation and validation seed."""
+    return TRAIN_SEED_START + (config.seed * 100_000 + epoch) * config.runs_per_epoch + run
+
+
+# -- one optimizee run ----------------------------------------------------------------
+
+
+class _Optimizee:
+    """A problem's parameters as flat float32 tensors, driven through functional_call."""
+
+    def __init__(self, problem: Problem, device: torch.device) -> None:
+        self.problem = problem
+        named = list(problem.model.named_parameters())
+        self.names = [name for name, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.params = [p.detach().to(device=device, dtype=torch.float32).clone() for _, p in named]
+
+    @property
+    def numel(self) -> int:
+        return sum(self.sizes)
+
+    def loss_and_grad(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, flat gradient) at the current parameters, on step ``step``'s batch."""
+        leaves = [p.detach().requires_grad_(True) for p in self.params]
+        with torch.enable_grad():
+            loss = self.problem.loss(step, dict(zip(self.names, leaves)))
+            grads = torch.autograd.grad(loss, leaves)
+        return loss.detach(), torch.cat([g.reshape(-1) for g in grads])
+
+    def apply(self, update: torch.Tensor) -> None:
+        pieces = update.detach().split(self.sizes)
+        self.params = [p + u.view(shape) for p, u, shape in zip(self.params, pieces, self.shapes)]
+
+
+def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig):
+    return nets.step(theta, preprocess(grad, net.preprocess, net.p), state, net, fast=True)
+
+
+@torch.no_grad()
+def rollout(theta: dict[str, torch.Tensor], net: NetConfig, problem: Problem, steps: int, device="cpu") -> torch.Tensor:
+    """Losses f(θ_0), ..., f(θ_{steps-1}) of one run of the rule (no meta-gradient)."""
+    device = torch.device(device)
+    optimizee = _Optimizee(problem, device)
+    state = nets.init_state(net, optimizee.numel, device=device)
+    losses = torch.empty(steps)
+    for t in range(steps):
+        loss, grad = optimizee.loss_and_grad(t)
+        losses[t] = loss
+        if not torch.isfinite(loss):
+            losses[t:] = float("inf")
+            break
+        update, state = _rule_step(theta, grad, state, net)
+        optimizee.apply(update)
+    return losses
+
+
+def train_run(
+    theta: dict[str, torch.Tensor],
+    meta_opt: torch.optim.Optimizer,
+    problem: Problem,
+    config: MetaTrainConfig,
+) -> dict[str, float]:
+    """One optimizee run with a meta-update after every unroll; returns its statistics."""
+    device = torch.device(config.device)
+    net = config.net
+    optimizee = _Optimizee(problem, device)
+    state = nets.init_state(net, optimizee.numel, device=device)
+    loss, grad = optimizee.loss_and_grad(0)
+    meta_losses, skipped = [], 0
+    for start in range(0, config.steps, config.unroll):
+        length = min(config.unroll, config.steps - start)
+        updates, later_grads, unroll_loss = [], [], 0.0
+        for k in range(length):
+            update, state = _rule_step(theta, grad, state, net)
+            optimizee.apply(update)
+            loss, grad = optimizee.loss_and_grad(start + k + 1)
+            updates.append(update)
+            later_grads.append(grad)
+            unroll_loss += float(loss)
+        if not math.isfinite(unroll_loss):
+            skipped += 1
+            break  # the optimizee diverged: no meta-update from this run's remainder
+        # G_j = sum of the gradients after update j (the meta-gradient's output weights)
+        weights = torch.stack(later_grads).flip(0).cumsum(0).flip(0)
+        meta_opt.zero_grad(set_to_none=True)
+        torch.autograd.backward(updates, list(weights.unbind(0)))
+        grads = [p.grad for p in theta.values()]
+        if not all(torch.isfinite(g).all() for g in grads):
+            skipped += 1
+        else:
+            if config.meta_grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(list(theta.values()), config.meta_grad_clip)
+            meta_opt.step()
+        meta_losses.append(unroll_loss)
+        state = tuple(s.detach() for s in state)
+    return {"meta_loss": sum(meta_losses) / max(1, len(meta_losses)), "skipped_unrolls": skipped}
+
+
+def validate(theta, config: MetaTrainConfig, task: Task) -> float:
+    """Mean over held-out problems of the sum of losses over a run (lower is better)."""
+    detached = {k: v.detach() for k, v in theta.items()}
+    totals = []
+    for seed in VALIDATION_SEEDS[: config.val_problems]:
+        problem = task.sample(seed, config.device)
+        totals.append(float(rollout(detached, config.net, problem, config.steps, config.device).sum()))
+    return sum(totals) / len(totals)
+
+
+# -- checkpoints ------------------------------------------------------------------------
+
+
+def checkpoint_path(out: Path) -> Path:
+    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.name
+    return out.with_name(stem + ".ckpt.safetensors")
+
+
+def log_path(out: Path) -> Path:
+    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.name
+    return out.with_name(stem + ".log.jsonl")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path: Path, progress: dict[str, Any], theta, best_theta, meta_opt) -> None:
+    """Everything a resumed run needs, in one safetensors file (tensors + JSON metadata)."""
+    tensors = {f"theta.{k}": v.detach().cpu().contiguous() for k, v in theta.items()}
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_theta.items()})
+    opt_state = meta_opt.state_dict()
+    plain_state: dict[str, dict[str, Any]] = {}
+    for index, values in opt_state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"meta_opt.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain_state.setdefault(str(index), {})[key] = value
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "progress": json.dumps(progress),
+        "meta_opt_groups": json.dumps(opt_state["param_groups"]),
+        "meta_opt_plain": json.dumps(plain_state),
+    }
+    _write_atomic(path, save_safetensors_bytes(tensors, metadata=meta))
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict, dict, dict]:
+    """(progress, theta, best_theta, meta-optimizer state dict) from a checkpoint file."""
+    data = path.read_bytes()
+    try:
+        tensors = load_safetensors_bytes(data)
+        from .pretrained import _header_metadata
+
+        meta = _header_metadata(data, path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        progress = json.loads(meta["progress"])
+        groups = json.loads(meta["meta_opt_groups"])
+        plain = json.loads(meta["meta_opt_plain"])
+    except Exception as exc:
+        raise ValueError(f"Checkpoint {path} is unreadable ({exc}); delete it to start over") from None
+    theta = {k[len("theta.") :]: v for k, v in tensors.items() if k.startswith("theta.")}
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("meta_opt."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in plain.items():
+        state.setdefault(int(index), {}).update(values)
+    return progress, theta, best, {"state": state, "param_groups": groups}
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+def _progress_bar(total: int, initial: int):
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="run", desc="meta-training", dynamic_ncols=True)
+
+
+def metatrain(
+    config: MetaTrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    data_root: str | os.PathLike | None = None,
+    command: str | None = None,
+    name: str | None = None,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> Path:
+    """Run the recipe and write the best epoch's weights to ``out`` (with its card)."""
+    out = Path(out)
+    if not out.name.endswith(".safetensors"):
+        raise ValueError(f"Invalid out: {str(out)!r} (must end with .safetensors)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt, log_file = checkpoint_path(out), log_path(out)
+    device = torch.device(config.device)
+    task = make_task(config.task, data_root=data_root, **config.task_options)
+
+    theta = {
+        k: v.requires_grad_(True)
+        for k, v in nets.init_theta(config.net, torch.Generator().manual_seed(config.seed), device=device).items()
+    }
+    meta_opt = torch.optim.Adam(list(theta.values()), lr=config.meta_lr)
+    progress: dict[str, Any] = {"config": config.to_dict(), "epochs_done": 0, "history": [], "train_seconds": 0.0}
+    best_theta = {k: v.detach().clone() for k, v in theta.items()}
+
+    if ckpt.exists() and not resume:
+        raise FileExistsError(f"A checkpoint of an unfinished run exists at {ckpt}: pass --resume, or delete it")
+    if ckpt.exists():
+        saved, saved_theta, saved_best, opt_state = load_checkpoint(ckpt)
+        mine = {k: v for k, v in config.to_dict().items() if k != "epochs"}
+        theirs = {k: v for k, v in saved["config"].items() if k != "epochs"}
+        if mine != theirs:
+            raise ValueError(f"Checkpoint {ckpt} was written by another recipe; resume with the same flags")
+        progress = saved
+        progress["config"] = config.to_dict()
+        with torch.no_grad():
+            for k in theta:
+                theta[k].copy_(saved_theta[k])
+        best_theta = {k: v.to(device) for k, v in saved_best.items()}
+        meta_opt.load_state_dict(opt_state)
+        log(f"resuming from {ckpt} after epoch {progress['epochs_done']}")
+    else:
+        if log_file.exists():
+            log_file.unlink()
+        val = validate(theta, config, task)  # epoch 0: the untrained rule
+        progress["history"].append({"epoch": 0, "val": val})
+        progress["best_epoch"], progress["best_val"] = 0, val
+        log(f"epoch 0: validation {val:.4f} (untrained)")
+
+    bar = _progress_bar(config.epochs * config.runs_per_epoch, progress["epochs_done"] * config.runs_per_epoch)
+    for epoch in range(progress["epochs_done"] + 1, config.epochs + 1):
+        started = time.perf_counter()
+        stats = []
+        for run in range(config.runs_per_epoch):
+            problem = task.sample(train_seed(config, epoch, run), config.device)
+            stats.append(train_run(theta, meta_opt, problem, config))
+            if bar is not None:
+                bar.update(1)
+        train_seconds = time.perf_counter() - started
+        val = validate(theta, config, task)
+        epoch_seconds = time.perf_counter() - started
+        improved = math.isfinite(val) and val < progress["best_val"]
+        if improved:
+            best_theta = {k: v.detach().clone() for k, v in theta.items()}
+            progress["best_epoch"], progress["best_val"] = epoch, val
+        record = {
+            "epoch": epoch,
+            "train_meta_loss": sum(s["meta_loss"] for s in stats) / len(stats),
+            "skipped_unrolls": sum(s["skipped_unrolls"] for s in stats),
+            "val": val,
+            "best_epoch": progress["best_epoch"],
+            "train_seconds": round(train_seconds, 3),
+            "epoch_seconds": round(epoch_seconds, 3),
+            "optimizee_steps_per_s": round(config.runs_per_epoch * config.steps / train_seconds, 2),
+        }
+        progress["history"].append(record)
+        progress["epochs_done"] = epoch
+        progress["train_seconds"] += epoch_seconds
+        save_checkpoint(ckpt, progress, theta, best_theta, meta_opt)
+        with open(log_file, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if bar is not None:
+            bar.set_postfix(val=f"{val:.3f}", best=f"{progress['best_val']:.3f}")
+        else:
+            log(
+                f"epoch {epoch}: meta-loss {record['train_meta_loss']:.4f}, validation {val:.4f} "
+                f"(best {progress['best_val']:.4f} at epoch {progress['best_epoch']}), {epoch_seconds:.1f} s"
+            )
+    if bar is not None:
+        bar.close()
+
+    history = progress["history"]
+    trained = [h for h in history if "train_seconds" in h]
+    card = {
+        "name": name or out.name[: -len(".safetensors")],
+        "description": f"Coordinatewise {config.net.cell.upper()} rule meta-trained on {config.task}",
+        "task": task.describe(),
+        "metatrain": config.to_dict(),
+        "command": command,
+        "validation": {
+            "metric": f"mean over {config.val_problems} held-out problems of the sum of training losses over {config.steps} steps",
+            "seeds": f"{VALIDATION_SEEDS.start}..{VALIDATION_SEEDS.start + config.val_problems - 1}",
+            "best_epoch": progress["best_epoch"],
+            "best": progress["best_val"],
+            "history": history,
+        },
+        "throughput": {
+            "optimizee_steps_per_s": (
+                round(sum(config.runs_per_epoch * config.steps for _ in trained) / sum(h["train_seconds"] for h in trained), 2)
+                if trained
+                else None
+            ),
+            "mean_epoch_seconds": round(sum(h["epoch_seconds"] for h in trained) / len(trained), 2) if trained else None,
+        },
+        "wall_time_s": round(progress["train_seconds"], 1),
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "device": _device_name(device),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    save_weights(out, best_theta, config.net, card)
+    log(f"wrote {out} (best epoch {progress['best_epoch']}, validation {progress['best_val']:.4f})")
+    return out
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m learned_optim.metatrain", description=__doc__.split("\n\n")[0])
+    defaults, net_defaults = MetaTrainConfig(), NetConfig()
+    parser.add_argument("--task", default=defaults.task, help="task to meta-train on: quadratic or mnist_mlp")
+    parser.add_argument("--out", required=True, help="weight file to write (NAME.safetensors; the card goes to NAME.json)")
+    parser.add_argument("--name", default=None, help="name recorded in the card (default: the file name)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
+    parser.add_argument("--data-root", default=None, help="folder holding MNIST/raw/ (default: $LEARNED_OPTIM_DATA or ~/.cache/learned_optim/data)")
+    group = parser.add_argument_group("recipe")
+    group.add_argument("--epochs", type=int, default=defaults.epochs)
+    group.add_argument("--runs-per-epoch", type=int, default=defaults.runs_per_epoch)
+    group.add_argument("--steps", type=int, default=defaults.steps, help="optimizee steps per run")
+    group.add_argument("--unroll", type=int, default=defaults.unroll, help="truncation length")
+    group.add_argument("--lr", type=float, default=defaults.meta_lr, help="meta-learning rate (Adam)")
+    group.add_argument("--meta-grad-clip", type=float, default=defaults.meta_grad_clip, help="clip the meta-gradient norm (0: off)")
+    group.add_argument("--val-problems", type=int, default=defaults.val_problems)
+    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--device", default=defaults.device, help="cpu or cuda")
+    group = parser.add_argument_group("network")
+    group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
+    group.add_argument("--layers", type=int, default=net_defaults.num_layers)
+    group.add_argument("--hidden-size", type=int, default=net_defaults.hidden_size)
+    group.add_argument("--preprocess", default=net_defaults.preprocess, help="log_sign or none")
+    group.add_argument("--p", type=float, default=net_defaults.p)
+    group.add_argument("--output-scale", type=float, default=net_defaults.output_scale)
+    group = parser.add_argument_group("task options (only those of the chosen task apply)")
+    group.add_argument("--dim", type=int, default=None, help="quadratic: dimension")
+    group.add_argument("--init", default=None, help="quadratic: initial θ, zeros or normal")
+    group.add_argument("--hidden", type=_positive_ints, default=None, help="mnist_mlp: hidden layer sizes, e.g. 20 or 100,100")
+    group.add_argument("--activation", default=None, help="mnist_mlp: sigmoid, relu or tanh")
+    group.add_argument("--batch-size", type=int, default=None, help="mnist_mlp: images per step")
+    return parser
+
+
+TASK_FLAGS = {"quadratic": ("dim", "init"), "mnist_mlp": ("hidden", "activation", "batch_size")}
+
+
+def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
+    if args.task not in TASK_FLAGS:
+        raise ValueError(f"Unknown task: {args.task!r} (available: {', '.join(sorted(TASK_FLAGS))})")
+    options = {}
+    for flag in ("dim", "init", "hidden", "activation", "batch_size"):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if flag not in TASK_FLAGS[args.task]:
+            raise ValueError(f"--{flag.replace('_', '-')} does not apply to task {args.task!r}")
+        options[flag] = list(value) if isinstance(value, tuple) else value
+    net = NetConfig(
+        cell=args.cell,
+        num_layers=args.layers,
+        hidden_size=args.hidden_size,
+        preprocess=args.preprocess,
+        p=args.p,
+        output_scale=args.output_scale,
+    )
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"Invalid device: {args.device!r} (CUDA is not available here; use --device cpu)")
+    return MetaTrainConfig(
+        task=args.task,
+        task_options=options,
+        net=net,
+        epochs=args.epochs,
+        runs_per_epoch=args.runs_per_epoch,
+        steps=args.steps,
+        unroll=args.unroll,
+        meta_lr=args.lr,
+        meta_grad_clip=args.meta_grad_clip,
+        val_problems=args.val_problems,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+        metatrain(
+            config,
+            args.out,
+            resume=args.resume,
+            data_root=args.data_root,
+            command="python -m learned_optim.metatrain " + shlex.join(argv),
+            name=args.name,
+        )
+    except (ValueError, TypeError, DataNotFoundError, FileExistsError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

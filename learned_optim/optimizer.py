@@ -1,0 +1,373 @@
+"""LearnedOptimizer: a coordinatewise learned update rule as a torch.optim.Optimizer."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch.optim import Optimizer
+
+from . import nets
+from .features import preprocess
+from .pretrained import RuleWeights, load_weights
+
+IMPLEMENTATIONS = ("fast", "reference")
+NONFINITE_POLICIES = ("skip", "raise")
+STATE_DTYPES = (torch.float32, torch.float64)
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class LearnedOptimizer(Optimizer):
+    r"""Applies a learned, coordinatewise recurrent update rule (Andrychowicz et al., 2016).
+
+    For every scalar coordinate :math:`\theta_i` of every parameter, with gradient
+    :math:`g_{i,t}` and the coordinate's own recurrent state :math:`s_{i,t}`:
+
+    .. math::
+        x_{i,t} &= \mathrm{preprocess}(g_{i,t})
+            \quad\text{(e.g. } (\log|g|/p,\ \mathrm{sign}\, g) \text{, see features.py)} \\
+        (u_{i,t},\ s_{i,t+1}) &= m_\phi(x_{i,t},\ s_{i,t})
+            \quad\text{(shared network with weights } \phi\text{, see nets.py)} \\
+        \theta_{i,t+1} &= \theta_{i,t} + \mathrm{lr} \cdot u_{i,t}
+
+    The weights :math:`\phi` come from a weight file (``weights``); the state of each
+    parameter (the hidden and cell states of every layer, shape ``(numel, hidden)``,
+    and the step count) lives in ``self.state[p]`` and goes through
+    ``state_dict()``/``load_state_dict()`` like any optimizer's.
+
+    Non-finite gradients: under ``nonfinite="skip"`` (default) a coordinate whose
+    gradient is NaN or ±inf is frozen for that step: neither its value nor its
+    recurrent state changes, while the finite coordinates update as usual. Under
+    ``"raise"`` the step raises ``FloatingPointError`` before changing anything.
+
+    Args:
+        params: iterable of parameters or dicts defining parameter groups.
+        weights: a shipped rule name (see ``list_pretrained()``), ``"default"``, the
+            path of a ``.safetensors`` file with its ``.json`` card beside it, or a
+            loaded :class:`RuleWeights` (default: ``"default"``).
+        lr: multiplies the network's update; schedulers act on it (default: 1.0).
+        maximize: maximize the objective instead of minimizing (default: False).
+        chunk_size: coordinates per batch of the fast path; bounds the extra memory
+            of a step (default: 32768).
+        implementation: ``"fast"`` (all coordinates of a group batched in chunks, through
+            ``nets.lstm_cell_fast``) or ``"reference"`` (one tensor at a time, through the
+            line-by-line ``nets.lstm_cell``); they agree to float32 rounding (default: ``"fast"``).
+        nonfinite: ``"skip"`` or ``"raise"`` (default: ``"skip"``).
+        state_dtype: dtype of the recurrent state, float32 or float64; the network
+            runs in this dtype whatever the parameters' dtype (default: float32).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        weights: "str | RuleWeights | None" = "default",
+        lr: float = 1.0,
+        *,
+        maximize: bool = False,
+        chunk_size: int = 32768,
+        implementation: str = "fast",
+        nonfinite: str = "skip",
+        state_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if isinstance(lr, torch.Tensor):
+            if lr.numel() != 1:
+                raise ValueError(f"Invalid learning rate: tensor lr must have one element, got shape {tuple(lr.shape)}")
+            lr_value = float(lr)
+        elif isinstance(lr, (int, float)) and not isinstance(lr, bool):
+            lr_value = float(lr)
+        else:
+            raise ValueError(f"Invalid learning rate: {lr!r}")
+        if not (lr_value >= 0.0 and lr_value != float("inf")):
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"Invalid chunk_size: {chunk_size!r} (must be an int >= 1)")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"Invalid implementation: {implementation!r} (allowed: {', '.join(IMPLEMENTATIONS)})")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"Invalid nonfinite: {nonfinite!r} (allowed: {', '.join(NONFINITE_POLICIES)})")
+        if state_dtype not in STATE_DTYPES:
+            raise ValueError(f"Invalid state_dtype: {state_dtype} (allowed: torch.float32, torch.float64)")
+        if not isinstance(maximize, bool):
+            raise ValueError(f"Invalid maximize: {maximize!r} (must be a bool)")
+
+        self.rule = load_weights(weights)
+        self.config = self.rule.config
+        self.chunk_size = chunk_size
+        self.implementation = implementation
+        self.nonfinite = nonfinite
+        self.state_dtype = state_dtype
+        self._theta_cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+        super().__init__(params, dict(lr=lr, maximize=maximize))
+
+    # -- parameters and state ----------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        params = param_group["params"]
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif not isinstance(params, set):  # a set is refused by the base class, with its message
+            params = list(params)  # a generator can be read once: keep what we read
+            param_group = {**param_group, "params": params}
+        for p in params:
+            if isinstance(p, torch.Tensor) and p.is_complex():
+                raise ValueError(
+                    "LearnedOptimizer does not support complex parameters; "
+                    "pass torch.view_as_real(p) as a real parameter instead"
+                )
+            if isinstance(p, torch.Tensor) and not p.is_floating_point():
+                raise ValueError(f"LearnedOptimizer can only optimize floating-point parameters, got {p.dtype}")
+        if "lr" in param_group:
+            lr = param_group["lr"]
+            if not isinstance(lr, torch.Tensor) and not (float(lr) >= 0.0):
+                raise ValueError(f"Invalid learning rate: {lr}")
+        super().add_param_group(param_group)
+
+    def _theta(self, device: torch.device) -> dict[str, torch.Tensor]:
+        key = (device, self.state_dtype)
+        if key not in self._theta_cache:
+            self._theta_cache[key] = {
+                k: v.to(device=device, dtype=self.state_dtype) for k, v in self.rule.theta.items()
+            }
+        return self._theta_cache[key]
+
+    def _init_group(self, group: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+        """(param, grad, state) of every parameter of the group that has a gradient."""
+        entries = []
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                raise RuntimeError("LearnedOptimizer does not support sparse gradients")
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = 0
+                for name in self.config.state_names:
+                    state[name] = torch.zeros(
+                        p.numel(), self.config.hidden_size, dtype=self.state_dtype, device=p.device
+                    )
+            else:
+                self._check_state_fits(p, state)
+            entries.append((p, grad, state))
+        return entries
+
+    def _check_state_fits(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        for name in self.config.state_names:
+            tensor = state[name]
+            if tensor.shape[0] != p.numel():
+                raise RuntimeError(
+                    f"The state of a parameter of shape {tuple(p.shape)} holds {tensor.shape[0]} coordinates; "
+                    "a parameter's size cannot change after its state exists"
+                )
+            if tensor.device != p.device or tensor.dtype != self.state_dtype:
+                # the parameter moved (e.g. model.to("cuda") after a step): its state follows
+                state[name] = tensor.to(device=p.device, dtype=self.state_dtype)
+
+    # -- the step ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a closure that reevaluates the model and returns the loss (optional).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        groups = [(group, self._init_group(group)) for group in self.param_groups]
+        if self.nonfinite == "raise":
+            for g_index, (_, entries) in enumerate(groups):
+                for p, grad, _ in entries:
+                    if not torch.isfinite(grad).all():
+                        raise FloatingPointError(
+                            f"Non-finite gradient in a parameter of shape {tuple(p.shape)} "
+                            f"(param group {g_index}); nothing was updated"
+                        )
+        for group, entries in groups:
+            if not entries:
+                continue
+            lr = float(group["lr"])
+            if self.implementation == "reference":
+                self._reference_update(entries, lr, group["maximize"])
+            else:
+                self._fast_update(entries, lr, group["maximize"])
+        return loss
+
+    def _rule(self, grad: torch.Tensor, state: nets.State) -> tuple[torch.Tensor, nets.State]:
+        """The rule on a flat gradient (already in state dtype), with the non-finite policy."""
+        theta = self._theta(grad.device)
+        config = self.config
+        fast = self.implementation == "fast"
+        finite = torch.isfinite(grad)
+        # on the CPU the check is cheap; on accelerators the masked form avoids a sync
+        if grad.device.type == "cpu" and bool(finite.all()):
+            return nets.step(theta, preprocess(grad, config.preprocess, config.p), state, config, fast=fast)
+        clean = torch.where(finite, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        update, new_state = nets.step(theta, preprocess(clean, config.preprocess, config.p), state, config, fast=fast)
+        update = torch.where(finite, update, torch.zeros((), dtype=update.dtype, device=update.device))
+        keep = finite.unsqueeze(1)
+        return update, tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
+
+    def _flat_grad(self, grad: torch.Tensor, maximize: bool) -> torch.Tensor:
+        flat = grad.reshape(-1).to(self.state_dtype)
+        return -flat if maximize else flat
+
+    def _reference_update(self, entries, lr: float, maximize: bool) -> None:
+        """One tensor at a time, following the math: the readable reference."""
+        for p, grad, state in entries:
+            state["step"] += 1
+            self._update_tensor(p, grad, state, lr, maximize)
+
+    def _update_tensor(self, p, grad, state, lr: float, maximize: bool) -> None:
+        names = self.config.state_names
+        if p.numel() == 0:
+            return
+        update, new_state = self._rule(self._flat_grad(grad, maximize), tuple(state[n] for n in names))
+        for name, tensor in zip(names, new_state):
+            state[name] = tensor
+        _add_update(p, update.view(p.shape), lr)
+
+    def _fast_update(self, entries, lr: float, maximize: bool) -> None:
+        """All coordinates of the group through the network in chunks of ``chunk_size``.
+
+        Small tensors are packed together into one chunk and large ones are cut into
+        several, so the network always runs on batches of about ``chunk_size`` rows
+        and the extra memory of a step is bounded by the chunk, not the model.
+        """
+        names = self.config.state_names
+        by_device: dict[torch.device, list] = {}
+        for p, grad, state in entries:
+            state["step"] += 1
+            if p.numel() == 0:
+                continue
+            if not p.is_contiguous():
+                # no flat view to write into: this tensor goes the reference way
+                self._update_tensor(p, grad, state, lr, maximize)
+                continue
+            by_device.setdefault(p.device, []).append((p, grad, state))
+
+        for device_entries in by_device.values():
+            pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], int, int]] = []
+            filled = 0
+            for p, grad, state in device_entries:
+                flat_grad = grad.reshape(-1)
+                start, numel = 0, p.numel()
+                while start < numel:
+                    take = min(numel - start, self.chunk_size - filled)
+                    pending.append((p, flat_grad, state, start, start + take))
+                    filled += take
+                    start += take
+                    if filled == self.chunk_size:
+                        self._run_chunk(pending, names, lr, maximize)
+                        pending, filled = [], 0
+            if pending:
+                self._run_chunk(pending, names, lr, maximize)
+
+    def _run_chunk(self, pieces, names, lr: float, maximize: bool) -> None:
+        if len(pieces) == 1:
+            p, flat_grad, state, s, e = pieces[0]
+            grad = self._flat_grad(flat_grad[s:e], maximize)
+            chunk_state = tuple(state[n][s:e] for n in names)
+        else:
+            grad = self._flat_grad(torch.cat([fg[s:e] for _, fg, _, s, e in pieces]), maximize)
+            chunk_state = tuple(torch.cat([st[n][s:e] for _, _, st, s, e in pieces]) for n in names)
+        update, new_state = self._rule(grad, chunk_state)
+        offset = 0
+        for p, _, state, s, e in pieces:
+            rows = slice(offset, offset + e - s)
+            for name, tensor in zip(names, new_state):
+                state[name][s:e].copy_(tensor[rows])
+            _add_update(p.view(-1)[s:e], update[rows], lr)
+            offset += e - s
+
+    # -- state dicts ---------------------------------------------------------------
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {
+            "weights": self.rule.name,
+            "weights_sha256": self.rule.sha256,
+            "architecture": self.config.to_dict(),
+            "state_names": list(self.config.state_names),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        state_dict = super().state_dict()
+        state_dict["learned_optim"] = self._fingerprint()
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load state saved by a LearnedOptimizer with the same weights and parameter shapes.
+
+        Everything is checked before anything changes: on any mismatch a ValueError
+        says what differs and the optimizer is left as it was.
+        """
+        saved = state_dict.get("learned_optim")
+        if not isinstance(saved, dict):
+            raise ValueError("This state dict was not saved by a LearnedOptimizer (no 'learned_optim' entry)")
+        if saved.get("weights_sha256") != self.rule.sha256:
+            raise ValueError(
+                f"This state dict was produced by weights {saved.get('weights')!r} "
+                f"(sha256 {str(saved.get('weights_sha256'))[:12]}...), but this optimizer uses "
+                f"{self.rule.name!r} (sha256 {self.rule.sha256[:12]}...): their hidden states are not interchangeable"
+            )
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"The state dict has {len(saved_groups)} parameter groups, this optimizer has {len(self.param_groups)}"
+            )
+        id_to_param: dict[Any, torch.Tensor] = {}
+        for index, (saved_group, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(saved_group["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"Parameter group {index} has {len(group['params'])} parameters, "
+                    f"the state dict's has {len(saved_group['params'])}"
+                )
+            id_to_param.update(zip(saved_group["params"], group["params"]))
+        names = self.config.state_names
+        for param_id, param_state in state_dict["state"].items():
+            if param_id not in id_to_param:
+                raise ValueError(f"The state dict holds state for parameter id {param_id!r}, which no group lists")
+            p = id_to_param[param_id]
+            missing = [n for n in (*names, "step") if n not in param_state]
+            if missing:
+                raise ValueError(f"The state of parameter id {param_id!r} lacks {missing}")
+            for name in names:
+                tensor = param_state[name]
+                expected = (p.numel(), self.config.hidden_size)
+                if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected:
+                    shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+                    raise ValueError(
+                        f"The state {name!r} of parameter id {param_id!r} has shape {shape}, expected {expected} "
+                        f"for a parameter of shape {tuple(p.shape)}: the state belongs to other parameters"
+                    )
+                if not tensor.is_floating_point():
+                    raise ValueError(f"The state {name!r} of parameter id {param_id!r} is not floating point")
+
+        # all checks passed: the base class restores groups and plain values, we restore
+        # the tensors ourselves because it would cast them to each parameter's dtype
+        tensors = {
+            pid: {k: v for k, v in st.items() if isinstance(v, torch.Tensor)} for pid, st in state_dict["state"].items()
+        }
+        stripped = dict(state_dict)
+        stripped["state"] = {
+            pid: {k: v for k, v in st.items() if not isinstance(v, torch.Tensor)}
+            for pid, st in state_dict["state"].items()
+        }
+        super().load_state_dict(stripped)
+        for pid, values in tensors.items():
+            p = id_to_param[pid]
+            for key, value in values.items():
+                self.state[p][key] = value.detach().to(device=p.device, dtype=self.state_dtype, copy=True)
+
+
+def _add_update(target: torch.Tensor, update: torch.Tensor, lr: float) -> None:
+    """target += lr * update, computed in the update's precision for half-precision targets."""
+    if target.dtype in _LOW_PRECISION:
+        target.copy_(target.to(update.dtype).add_(update, alpha=lr))
+    elif target.dtype == update.dtype:
+        target.add_(update, alpha=lr)
+    else:
+        target.add_(update.to(target.dtype), alpha=lr)

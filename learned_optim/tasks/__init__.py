@@ -1,0 +1,43 @@
+"""Optimizee tasks: models, batches and losses, and nothing about optimizers.
+
+    task = make_task("mnist_mlp", hidden=(20, 20), activation="relu")
+    problem = task.sample(seed=0)            # problem.model, problem.loss(step)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import EVAL_SEEDS, TRAIN_SEED_START, TUNING_SEEDS, VALIDATION_SEEDS, Problem, Task
+from .data import DataNotFoundError
+from .mnist import MNISTMLPConfig, MNISTMLPTask
+from .quadratic import QuadraticConfig, QuadraticTask
+
+TASKS: dict[str, type[Task]] = {"quadratic": QuadraticTask, "mnist_mlp": MNISTMLPTask}
+
+
+def make_task(name: str, data_root: Any = None, **options: Any) -> Task:
+    """A task by name with config options; ``data_root`` goes to tasks that read data."""
+    if name not in TASKS:
+        raise ValueError(f"Unknown task: {name!r} (available: {', '.join(sorted(TASKS))})")
+    cls = TASKS[name]
+    if cls is MNISTMLPTask:
+        return cls(data_root=data_root, **options)
+    return cls(**options)
+
+
+__all__ = [
+    "EVAL_SEEDS",
+    "TRAIN_SEED_START",
+    "TUNING_SEEDS",
+    "VALIDATION_SEEDS",
+    "DataNotFoundError",
+    "MNISTMLPConfig",
+    "MNISTMLPTask",
+    "Problem",
+    "QuadraticConfig",
+    "QuadraticTask",
+    "Task",
+    "TASKS",
+    "make_task",
+]

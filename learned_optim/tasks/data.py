@@ -1,0 +1,128 @@
+"""Datasets from a local data root: MNIST in the layout torchvision uses.
+
+The root is, in order: an explicit argument (``--data-root``), the environment
+variable ``LEARNED_OPTIM_DATA``, or ``$XDG_CACHE_HOME/learned_optim/data``
+(``~/.cache/learned_optim/data``). MNIST's four original files go in
+``ROOT/MNIST/raw/``, gzipped or not. Nothing is downloaded.
+
+Where torchvision imports and the files are already extracted, its MNIST class
+reads them; otherwise a small IDX reader here does (torchvision is optional and
+its CUDA wheels do not import beside a CPU-only torch).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ENV_VAR = "LEARNED_OPTIM_DATA"
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual normalization constants of the training set
+
+# IDX type codes -> numpy dtypes (big-endian where multi-byte)
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset is not where the data root says; the message says where to put it."""
+
+
+def default_data_root() -> Path:
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "learned_optim" / "data"
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    return Path(root).expanduser() if root is not None else default_data_root()
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not, into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    type_code, ndim = data[2], data[3]
+    if type_code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: unknown IDX type code 0x{type_code:02x}")
+    header_end = 4 + 4 * ndim
+    if len(data) < header_end:
+        raise ValueError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header_end != expected:
+        raise ValueError(f"{path}: IDX body has {len(data) - header_end} bytes, expected {expected} for shape {shape}")
+    return np.frombuffer(data, dtype=dtype, offset=header_end).reshape(shape)
+
+
+def _find(raw: Path, stem: str) -> Path | None:
+    for candidate in (raw / stem, raw / (stem + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing_message(root: Path) -> str:
+    return (
+        f"MNIST not found under {root}: put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        f"t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in {root / 'MNIST' / 'raw'}, "
+        f"or point --data-root / {ENV_VAR} at the folder that holds MNIST/raw/"
+    )
+
+
+def _torchvision_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        from torchvision.datasets import MNIST  # optional; CUDA wheels fail to import beside CPU torch
+    except Exception:
+        return None
+    try:
+        dataset = MNIST(str(root), train=(split == "train"), download=False)
+    except Exception:
+        return None  # e.g. only the .gz files are present: the IDX reader handles those
+    return dataset.data.numpy(), dataset.targets.numpy()
+
+
+def load_mnist_arrays(root: str | os.PathLike | None = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST images (N, 28, 28) uint8 and labels (N,) of a split, "train" or "test"."""
+    if split not in MNIST_FILES:
+        raise ValueError(f"Invalid split: {split!r} (allowed: train, test)")
+    root = resolve_data_root(root)
+    raw = root / "MNIST" / "raw"
+    paths = [_find(raw, stem) for stem in MNIST_FILES[split]]
+    if any(p is None for p in paths):
+        raise DataNotFoundError(_missing_message(root))
+    if all(p.suffix != ".gz" for p in paths):
+        via_torchvision = _torchvision_mnist(root, split)
+        if via_torchvision is not None:
+            return via_torchvision
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"MNIST files under {raw} are inconsistent: images {images.shape}, labels {labels.shape}")
+    return images, labels
+
+
+@functools.lru_cache(maxsize=8)
+def _mnist_tensors(root: str, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = load_mnist_arrays(root, split)
+    x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / 255.0)
+    x = (x - MNIST_MEAN) / MNIST_STD
+    y = torch.from_numpy(labels.astype(np.int64))
+    return x.to(device), y.to(device)
+
+
+def mnist(root: str | os.PathLike | None = None, split: str = "train", device: torch.device | str = "cpu"):
+    """Normalized, flattened MNIST of a split as (x (N, 784) float32, y (N,) int64), cached."""
+    return _mnist_tensors(str(resolve_data_root(root)), split, str(torch.device(device)))

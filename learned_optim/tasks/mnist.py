@@ -1,0 +1,93 @@
+"""MNIST MLPs, the second task of Andrychowicz et al. (2016) and the report's scaling grid.
+
+The default is the paper's optimizee: one hidden layer of 20 sigmoid units,
+cross-entropy on minibatches of 128 training images (drawn with replacement,
+reproducibly per problem seed and step). Depth, width and activation are
+configurable, which is all the deeper/wider experiments need.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data
+from .base import Problem, Task, step_generator
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+@dataclass(frozen=True)
+class MNISTMLPConfig:
+    hidden: tuple[int, ...] = (20,)  # units of each hidden layer
+    activation: str = "sigmoid"  # "sigmoid", "relu" or "tanh"
+    batch_size: int = 128  # training images per step
+
+    def __post_init__(self) -> None:
+        hidden = tuple(self.hidden)
+        if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+            raise ValueError(f"Invalid hidden: {self.hidden!r} (a non-empty tuple of ints >= 1)")
+        object.__setattr__(self, "hidden", hidden)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"Invalid activation: {self.activation!r} (allowed: {', '.join(ACTIVATIONS)})")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"Invalid batch_size: {self.batch_size!r} (must be an int >= 1)")
+
+
+def mlp(sizes: tuple[int, ...], activation: str, generator: torch.Generator | None = None) -> nn.Sequential:
+    """Linear layers of the given sizes with activations between; torch's default init, seeded."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        linear = nn.Linear(fan_in, fan_out)
+        bound = 1.0 / math.sqrt(fan_in)  # what nn.Linear's kaiming_uniform_(a=sqrt(5)) amounts to
+        with torch.no_grad():
+            linear.weight.uniform_(-bound, bound, generator=generator)
+            linear.bias.uniform_(-bound, bound, generator=generator)
+        layers.append(linear)
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class MNISTProblem(Problem):
+    def __init__(self, model, seed, x, y, batch_size, root) -> None:
+        super().__init__(model, seed)
+        self.x, self.y, self.batch_size, self.root = x, y, batch_size, root
+
+    def batch(self, step: int):
+        gen = step_generator(self.seed, step)
+        index = torch.randint(0, self.x.shape[0], (self.batch_size,), generator=gen).to(self.x.device)
+        return (self.x[index],), self.y[index]
+
+    def loss_fn(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output, target)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+        """Accuracy and loss on the 10,000 test images."""
+        model = model if model is not None else self.model
+        x, y = data.mnist(self.root, "test", self.x.device)
+        logits = model(x)
+        return {
+            "test_accuracy": float((logits.argmax(1) == y).float().mean()),
+            "test_loss": float(F.cross_entropy(logits, y)),
+        }
+
+
+class MNISTMLPTask(Task):
+    name = "mnist_mlp"
+
+    def __init__(self, config: MNISTMLPConfig | None = None, data_root=None, **options) -> None:
+        super().__init__(config or MNISTMLPConfig(**options))
+        self.data_root = data_root
+        data.mnist(data_root, "train")  # fail now, with the one-line message, if the data is missing
+
+    def sample(self, seed: int, device: torch.device | str = "cpu") -> MNISTProblem:
+        gen = torch.Generator().manual_seed(seed)
+        model = mlp((784, *self.config.hidden, 10), self.config.activation, gen).to(device)
+        x, y = data.mnist(self.data_root, "train", device)
+        return MNISTProblem(model, seed, x, y, self.config.batch_size, self.data_root)

@@ -1,0 +1,165 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, needs_mnist
+from learned_optim import LearnedOptimizer, load_weights, nets
+from learned_optim.baselines import train as train_with
+from learned_optim.features import preprocess
+from learned_optim import metatrain as mt
+from learned_optim.metatrain import MetaTrainConfig, checkpoint_path, main, metatrain, rollout, train_run
+from learned_optim.nets import NetConfig
+from learned_optim.tasks import make_task
+
+TINY = dict(task="quadratic", epochs=2, runs_per_epoch=2, steps=10, unroll=5, val_problems=2, net=NetConfig(hidden_size=4))
+
+
+class _Capture(torch.optim.Optimizer):
+    """Records the meta-gradient instead of stepping."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+        self.grads = []
+
+    def step(self, closure=None):
+        self.grads.append([p.grad.clone() for p in self.param_groups[0]["params"]])
+
+
+def test_meta_gradient_equals_full_backprop_with_detached_gradients(monkeypatch):
+    """One backward per unroll gives exactly d/dφ Σ_t f(θ_t) of the paper (second derivatives dropped)."""
+    config = MetaTrainConfig(task="quadratic", steps=6, unroll=6, net=NetConfig(hidden_size=5))
+    problem = make_task("quadratic", init="normal").sample(123)
+    problem.w, problem.y = problem.w.double(), problem.y.double()
+    theta0 = nets.init_theta(config.net, torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    # the definition: θ_{t+1} = θ_t + m(∇f(θ_t) detached), L = Σ_{t=1..6} f(θ_t), autograd through everything
+    theta = {k: v.clone().requires_grad_(True) for k, v in theta0.items()}
+    x = problem.model.theta.detach().double()
+    state = nets.init_state(config.net, x.numel(), dtype=torch.float64)
+    f = lambda v: ((problem.w @ v - problem.y) ** 2).sum()
+    total = 0
+    for _ in range(6):
+        leaf = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(leaf), leaf)
+        update, state = nets.step(theta, preprocess(g), state, config.net)
+        x = x + update
+        total = total + f(x)
+    total.backward()
+
+    # the trainer, in float64
+    original = mt._Optimizee.__init__
+
+    def double_init(self, problem, device):
+        original(self, problem, device)
+        self.params = [p.double() for p in self.params]
+
+    monkeypatch.setattr(mt._Optimizee, "__init__", double_init)
+    init_state = nets.init_state
+    monkeypatch.setattr(mt.nets, "init_state", lambda c, n, dtype=None, device="cpu": init_state(c, n, torch.float64, device))
+    theta2 = {k: v.clone().requires_grad_(True) for k, v in theta0.items()}
+    capture = _Capture(list(theta2.values()))
+    train_run(theta2, capture, problem, config)
+    assert len(capture.grads) == 1
+    for (name, p), mine in zip(theta.items(), capture.grads[0]):
+        torch.testing.assert_close(mine, p.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_rollout_equals_learned_optimizer_on_the_module(rule):
+    """The meta-trainer's functional path and the optimizer on an nn.Module give the same run."""
+    task = make_task("quadratic", init="normal")
+    losses = rollout(rule.theta, rule.config, task.sample(4), steps=30)
+    via_optimizer = train_with(task.sample(4), lambda p: LearnedOptimizer(p, weights=rule), 30)
+    torch.testing.assert_close(via_optimizer, losses, rtol=1e-4, atol=1e-5)
+
+
+def test_end_to_end_writes_a_loadable_rule(tmp_path):
+    config = MetaTrainConfig(**TINY)
+    out = metatrain(config, tmp_path / "tiny.safetensors", command="python -m learned_optim.metatrain ...", log=lambda m: None)
+    rule = load_weights(out)
+    assert rule.config == config.net
+    card = rule.card
+    assert card["metatrain"]["steps"] == 10 and card["task"]["name"] == "quadratic"
+    assert [h["epoch"] for h in card["validation"]["history"]] == [0, 1, 2]
+    assert card["throughput"]["optimizee_steps_per_s"] > 0 and card["wall_time_s"] >= 0
+    log = [json.loads(line) for line in (tmp_path / "tiny.log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [1, 2]
+    # the kept weights are those of the best validated epoch
+    best = card["validation"]["best_epoch"]
+    assert card["validation"]["best"] == min(h["val"] for h in card["validation"]["history"])
+    if best > 0:
+        ckpt = load_file(checkpoint_path(out))
+        assert torch.equal(ckpt[f"best.readout.w"], rule.theta["readout.w"])
+    param = torch.nn.Parameter(torch.randn(5))
+    opt = LearnedOptimizer([param], weights=str(out))
+    (param**2).sum().backward()
+    opt.step()
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+    config = MetaTrainConfig(**{**TINY, "epochs": 3})
+    straight = metatrain(config, tmp_path / "a.safetensors", log=lambda m: None)
+
+    calls = {"n": 0}
+    real = mt.train_run
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the second run of epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mt, "train_run", dying)
+    with pytest.raises(KeyboardInterrupt):
+        metatrain(config, tmp_path / "b.safetensors", log=lambda m: None)
+    monkeypatch.setattr(mt, "train_run", real)
+    assert checkpoint_path(tmp_path / "b.safetensors").exists()
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        metatrain(config, tmp_path / "b.safetensors", log=lambda m: None)
+    resumed = metatrain(config, tmp_path / "b.safetensors", resume=True, log=lambda m: None)
+    a, b = load_weights(straight), load_weights(resumed)
+    for k in a.theta:
+        assert torch.equal(a.theta[k], b.theta[k]), k
+    assert a.card["validation"]["history"][-1]["val"] == b.card["validation"]["history"][-1]["val"]
+    with pytest.raises(ValueError, match="another recipe"):
+        metatrain(MetaTrainConfig(**{**TINY, "epochs": 3, "meta_lr": 0.1}), tmp_path / "b.safetensors", resume=True, log=lambda m: None)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "cifar"], "Unknown task: 'cifar'"),
+        (["--task", "quadratic", "--steps", "-5"], "Invalid steps: -5"),
+        (["--task", "quadratic", "--hidden", "20"], "--hidden does not apply to task 'quadratic'"),
+        (["--task", "mnist_mlp", "--data-root", "/nonexistent/data"], "MNIST not found under /nonexistent/data"),
+        (["--task", "quadratic", "--epochs", "x"], "invalid int value"),
+        (["--task", "quadratic", "--device", "cuda:7"] if not torch.cuda.is_available() else ["--task", "quadratic", "--lr", "0"], "Invalid"),
+    ],
+)
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        main(["--out", str(tmp_path / "x.safetensors"), *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "cli.safetensors"
+    args = ["--task", "quadratic", "--out", str(out), "--epochs", "1", "--runs-per-epoch", "1", "--steps", "6", "--unroll", "3",
+            "--val-problems", "1", "--hidden-size", "3", "--dim", "4"]
+    result = subprocess.run([sys.executable, "-m", "learned_optim.metatrain", *args], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    card = load_weights(out).card
+    assert card["command"] == "python -m learned_optim.metatrain " + " ".join(args)
+    assert card["task"]["dim"] == 4 and card["architecture"]["hidden_size"] == 3
+
+
+@needs_mnist
+def test_mnist_meta_training_runs(tmp_path):
+    config = MetaTrainConfig(task="mnist_mlp", epochs=1, runs_per_epoch=1, steps=4, unroll=2, val_problems=1)
+    out = metatrain(config, tmp_path / "m.safetensors", log=lambda m: None)
+    assert load_weights(out).card["task"]["hidden"] == [20]

@@ -1,0 +1,177 @@
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, loss_of, small_model
+from learned_optim import LearnedOptimizer, NetConfig, list_pretrained, load_weights, save_weights
+from learned_optim.nets import init_theta
+from learned_optim.pretrained import card_path, pretrained_dir
+
+CARD_FIELDS = ("architecture", "task", "metatrain", "validation", "package_version", "created", "wall_time_s", "sha256", "command")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    config = NetConfig(hidden_size=6)
+    theta = init_theta(config, torch.Generator().manual_seed(0))
+    path = tmp_path / "mine.safetensors"
+    save_weights(path, theta, config, {"name": "mine", "task": {"name": "quadratic"}})
+    return path, theta, config
+
+
+def test_round_trip(saved):
+    path, theta, config = saved
+    rule = load_weights(path)
+    assert rule.config == config
+    assert rule.theta.keys() == theta.keys()
+    assert all(torch.equal(rule.theta[k], theta[k]) for k in theta)
+    card = json.loads(card_path(path).read_text())
+    assert card["sha256"] == rule.sha256 and card["architecture"] == config.to_dict()
+    assert LearnedOptimizer([torch.nn.Parameter(torch.randn(3))], weights=str(path)).config == config
+
+
+def test_altered_byte_is_refused(saved):
+    path = saved[0]
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its card: sha256"):
+        load_weights(path)
+
+
+def test_truncated_file_is_refused(saved):
+    path = saved[0]
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ValueError, match="truncated, altered"):
+        load_weights(path)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = Path("/tmp/learned_optim_pickle_executed")
+
+
+@pytest.mark.parametrize("matching_card", [False, True])
+def test_pickle_renamed_is_refused_and_never_executed(saved, matching_card):
+    import hashlib
+
+    path = saved[0]
+    MARKER.unlink(missing_ok=True)
+    payload = pickle.dumps({"cells.0.w_ih": _Boom()})
+    path.write_bytes(payload)
+    if matching_card:  # even a card that vouches for the pickle's bytes does not get it unpickled
+        card = json.loads(card_path(path).read_text())
+        card["sha256"] = hashlib.sha256(payload).hexdigest()
+        card_path(path).write_text(json.dumps(card))
+    with pytest.raises(ValueError):
+        load_weights(path)
+    pt = path.with_suffix(".pt")
+    torch.save({"x": torch.zeros(2)}, pt)
+    with pytest.raises((ValueError, FileNotFoundError)):
+        load_weights(pt)
+    assert not MARKER.exists()
+
+
+def test_card_that_does_not_match_the_tensors_is_refused(saved):
+    path = saved[0]
+    card = json.loads(card_path(path).read_text())
+    card["architecture"]["output_scale"] = 1.0  # the tensors' header still says 0.1
+    card_path(path).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="does not match the architecture stored"):
+        load_weights(path)
+
+
+def test_wrong_tensor_shapes_are_refused(tmp_path):
+    config = NetConfig(hidden_size=6)
+    theta = init_theta(config)
+    theta["readout.w"] = torch.zeros(1, 7)
+    with pytest.raises(ValueError, match=r"readout.w has shape \(1, 7\), expected \(1, 6\)"):
+        save_weights(tmp_path / "bad.safetensors", theta, config)
+
+
+def test_missing_or_broken_card(saved):
+    path = saved[0]
+    card_path(path).write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        load_weights(path)
+    card_path(path).unlink()
+    with pytest.raises(FileNotFoundError, match="Card not found"):
+        load_weights(path)
+    with pytest.raises(FileNotFoundError, match="Weights file not found"):
+        load_weights(path.with_name("absent.safetensors"))
+
+
+def test_unknown_name_lists_available():
+    with pytest.raises(ValueError, match="Available pretrained weights: .*l2l-mnist"):
+        load_weights("no-such-rule")
+
+
+def test_shipped_rules_load_with_complete_cards():
+    shipped = list_pretrained()
+    assert {"l2l-quadratic", "l2l-mnist", "default"} <= shipped.keys()
+    assert "alias_of" in shipped["default"]
+    for name, card in shipped.items():
+        for field in CARD_FIELDS:
+            assert field in card, (name, field)
+        rule = load_weights(name)
+        assert rule.sha256 == card["sha256"]
+        assert card["command"].startswith("python -m learned_optim.metatrain")
+        assert card["validation"]["history"]
+    assert load_weights("default").sha256 == load_weights(shipped["default"]["alias_of"]).sha256
+
+
+@pytest.mark.parametrize("name", ["default", "l2l-mnist", "l2l-quadratic"])
+def test_shipped_rules_reduce_the_loss_of_a_small_model(name):
+    model = small_model(seed=3)
+    opt = LearnedOptimizer(model.parameters(), weights=name)
+    with torch.no_grad():
+        start = sum(float(loss_of(model, t)) for t in range(100, 110))
+    for t in range(100):
+        opt.zero_grad()
+        loss_of(model, t).backward()
+        opt.step()
+    with torch.no_grad():
+        end = sum(float(loss_of(model, t)) for t in range(100, 110))
+    assert end < 0.8 * start
+
+
+@pytest.mark.slow
+def test_wheel_installs_the_weight_files(tmp_path):
+    """Build a wheel, install it in isolation (unpacked, no source tree on the path), load every rule."""
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheel_dir.glob("learned_optim-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        archive.extractall(site)
+    shipped = sorted(p.name for p in pretrained_dir().glob("*.safetensors"))
+    for name in shipped:
+        assert f"learned_optim/pretrained_weights/{name}" in names
+    script = (
+        "import learned_optim, pathlib, sys;"
+        "from learned_optim import list_pretrained, load_weights;"
+        f"assert pathlib.Path(learned_optim.__file__).is_relative_to({str(site)!r}), learned_optim.__file__;"
+        "names = list_pretrained();"
+        "[load_weights(n) for n in names];"
+        "print(sorted(names))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for name in shipped:
+        assert name[: -len(".safetensors")] in out.stdout

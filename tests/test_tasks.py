@@ -1,0 +1,131 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import needs_mnist
+from learned_optim.tasks import DataNotFoundError, make_task
+from learned_optim.tasks.data import load_mnist_arrays, mnist, read_idx
+from learned_optim.tasks.mnist import MNISTMLPConfig, mlp
+
+
+def write_idx(path, array: np.ndarray, gz: bool):
+    codes = {np.uint8: 0x08, np.int32: 0x0C}
+    header = bytes([0, 0, codes[array.dtype.type], array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    body = array.astype(array.dtype.newbyteorder(">")).tobytes()
+    opener = gzip.open if gz else open
+    with opener(path, "wb") as handle:
+        handle.write(header + body)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_reader_round_trip(tmp_path, gz):
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    ints = np.arange(-3, 9, dtype=np.int32).reshape(3, 4)
+    write_idx(tmp_path / ("a.idx.gz" if gz else "a.idx"), images, gz)
+    write_idx(tmp_path / ("b.idx.gz" if gz else "b.idx"), ints, gz)
+    assert np.array_equal(read_idx(tmp_path / ("a.idx.gz" if gz else "a.idx")), images)
+    assert np.array_equal(read_idx(tmp_path / ("b.idx.gz" if gz else "b.idx")), ints)
+
+
+def test_idx_reader_rejects_bad_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x02ab")
+    with pytest.raises(ValueError, match="bad magic"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 5]) + b"abc")
+    with pytest.raises(ValueError, match="expected 5"):
+        read_idx(tmp_path / "short")
+
+
+def make_fake_mnist(root, n=6, gz=True):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for split, count in (("train", n), ("t10k", n // 2)):
+        suffix = ".gz" if gz else ""
+        write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), gz)
+        write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, (count,), dtype=np.uint8), gz)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_from_a_small_root(tmp_path, gz):
+    make_fake_mnist(tmp_path, gz=gz)
+    images, labels = load_mnist_arrays(tmp_path, "train")
+    assert images.shape == (6, 28, 28) and labels.shape == (6,)
+    x, y = mnist(tmp_path, "test")
+    assert x.shape == (3, 784) and x.dtype == torch.float32 and y.dtype == torch.int64
+    # flattened and normalized with the usual constants
+    test_images = load_mnist_arrays(tmp_path, "test")[0]
+    expected = (test_images[0].reshape(-1).astype(np.float32) / 255 - 0.1307) / 0.3081
+    torch.testing.assert_close(x[0], torch.from_numpy(expected))
+    task = make_task("mnist_mlp", data_root=tmp_path, batch_size=4)
+    problem = task.sample(0)
+    (xb,), yb = problem.batch(0)
+    assert xb.shape == (4, 784) and yb.shape == (4,)
+
+
+def test_missing_data_root_says_where_to_put_the_files(tmp_path):
+    with pytest.raises(DataNotFoundError) as info:
+        make_task("mnist_mlp", data_root=tmp_path / "nowhere")
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message and "LEARNED_OPTIM_DATA" in message
+
+
+def test_quadratic_problems():
+    task = make_task("quadratic")
+    a, b, c = task.sample(1), task.sample(1), task.sample(2)
+    assert torch.equal(a.w, b.w) and torch.equal(a.y, b.y) and not torch.equal(a.w, c.w)
+    assert torch.equal(a.model.theta, torch.zeros(10))
+    torch.testing.assert_close(a.loss(0), (a.y**2).sum())
+    theta = torch.randn(10)
+    torch.testing.assert_close(a.loss(5, {"theta": theta}), ((a.w @ theta - a.y) ** 2).sum())
+    normal = make_task("quadratic", init="normal", dim=4).sample(1)
+    assert normal.model.theta.shape == (4,) and normal.model.theta.abs().sum() > 0
+    with pytest.raises(ValueError, match="Invalid init: 'ones'"):
+        make_task("quadratic", init="ones")
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="Unknown task: 'cifar'.*mnist_mlp, quadratic"):
+        make_task("cifar")
+
+
+def test_mlp_sizes_and_seeded_init():
+    model = mlp((784, 20, 10), "sigmoid", torch.Generator().manual_seed(0))
+    assert sum(p.numel() for p in model.parameters()) == 15910
+    again = mlp((784, 20, 10), "sigmoid", torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    deep = mlp((784, 20, 20, 20, 10), "relu")
+    assert sum(isinstance(m, torch.nn.ReLU) for m in deep) == 3
+    assert MNISTMLPConfig(hidden=[20, 20]).hidden == (20, 20)
+    with pytest.raises(ValueError, match="Invalid activation: 'gelu'"):
+        MNISTMLPConfig(activation="gelu")
+    with pytest.raises(ValueError, match="Invalid hidden"):
+        MNISTMLPConfig(hidden=())
+
+
+@needs_mnist
+def test_real_mnist_matches_its_readme():
+    images, labels = load_mnist_arrays(None, "train")
+    assert images.shape == (60000, 28, 28)
+    assert np.bincount(labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    test_images, test_labels = load_mnist_arrays(None, "test")
+    assert test_images.shape == (10000, 28, 28)
+    assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@needs_mnist
+def test_mnist_problem_is_reproducible_and_functional():
+    task = make_task("mnist_mlp")
+    p1, p2 = task.sample(7), task.sample(7)
+    (x1,), y1 = p1.batch(3)
+    (x2,), y2 = p2.batch(3)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(p1.batch(4)[1], y1)
+    params = dict(p1.model.named_parameters())
+    torch.testing.assert_close(p1.loss(3, params), p1.loss(3))
+    metrics = p1.evaluate()
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
