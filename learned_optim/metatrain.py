@@ -46,7 +46,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from . import __version__, nets
 from .features import preprocess
 from .nets import NetConfig
-from .pretrained import save_weights
+from .pretrained import atomic_write, header_metadata, save_weights
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
 
 CHECKPOINT_FORMAT = "learned_optim.checkpoint/1"
@@ -217,23 +217,6 @@ def log_path(out: Path) -> Path:
     return out.with_name(stem + ".log.jsonl")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def save_checkpoint(path: Path, progress: dict[str, Any], theta, best_theta, meta_opt) -> None:
     """Everything a resumed run needs, in one safetensors file (tensors + JSON metadata)."""
     tensors = {f"theta.{k}": v.detach().cpu().contiguous() for k, v in theta.items()}
@@ -252,7 +235,7 @@ def save_checkpoint(path: Path, progress: dict[str, Any], theta, best_theta, met
         "meta_opt_groups": json.dumps(opt_state["param_groups"]),
         "meta_opt_plain": json.dumps(plain_state),
     }
-    _write_atomic(path, save_safetensors_bytes(tensors, metadata=meta))
+    atomic_write(path, save_safetensors_bytes(tensors, metadata=meta))
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict, dict, dict]:
@@ -260,9 +243,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict, dict, dict]:
     data = path.read_bytes()
     try:
         tensors = load_safetensors_bytes(data)
-        from .pretrained import _header_metadata
-
-        meta = _header_metadata(data, path)
+        meta = header_metadata(data, path)
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"format {meta.get('format')!r}")
         progress = json.loads(meta["progress"])

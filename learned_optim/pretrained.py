@@ -64,7 +64,9 @@ def _aliases() -> dict[str, str]:
 
 
 def _shipped_names() -> list[str]:
-    return sorted(p.name[: -len(SUFFIX)] for p in pretrained_dir().glob("*" + SUFFIX))
+    # a meta-training checkpoint (NAME.ckpt.safetensors) may sit beside a rule; it is not one
+    names = (p.name[: -len(SUFFIX)] for p in pretrained_dir().glob("*" + SUFFIX))
+    return sorted(name for name in names if not name.endswith(".ckpt"))
 
 
 def card_path(weights_path: str | os.PathLike) -> Path:
@@ -109,7 +111,7 @@ def resolve(spec: str | os.PathLike | None) -> tuple[str, Path]:
     )
 
 
-def _header_metadata(data: bytes, where: Path) -> dict[str, str]:
+def header_metadata(data: bytes, where: Path) -> dict[str, str]:
     """The __metadata__ of a safetensors blob, read without the safetensors parser."""
     if len(data) < 8:
         raise ValueError(f"{where} is not a safetensors file (only {len(data)} bytes)")
@@ -148,7 +150,7 @@ def load_weights(spec: "str | os.PathLike | RuleWeights | None" = None) -> RuleW
             f"the card describes)"
         )
     # 2. the card's architecture is the one the tensors were saved with
-    meta = _header_metadata(data, path)
+    meta = header_metadata(data, path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a learned_optim weight file (header format {meta.get('format')!r})")
     try:
@@ -181,13 +183,22 @@ def _check_theta(theta: Mapping[str, torch.Tensor], config: NetConfig, where: st
             raise ValueError(f"{where}: tensor {key} has non-finite values")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new bytes, never a torn file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def save_weights(
@@ -207,8 +218,8 @@ def save_weights(
     digest = hashlib.sha256(data).hexdigest()
     full_card = {"format": FORMAT, **dict(card or {}), "architecture": config.to_dict(), "sha256": digest}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, data)
-    _atomic_write(card_path(path), (json.dumps(full_card, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write(path, data)
+    atomic_write(card_path(path), (json.dumps(full_card, indent=2, sort_keys=False) + "\n").encode())
     return RuleWeights(config=config, theta=tensors, card=full_card, name=str(path), sha256=digest)
 
 

@@ -175,3 +175,18 @@ def test_wheel_installs_the_weight_files(tmp_path):
     assert out.returncode == 0, out.stderr
     for name in shipped:
         assert name[: -len(".safetensors")] in out.stdout
+
+
+def test_listing_skips_checkpoints_and_resolves_aliases(tmp_path, monkeypatch):
+    import learned_optim.pretrained as pretrained
+
+    config = NetConfig(hidden_size=3)
+    save_weights(tmp_path / "rule-a.safetensors", init_theta(config), config, {"name": "rule-a"})
+    (tmp_path / "rule-a.ckpt.safetensors").write_bytes(b"checkpoint bytes")
+    (tmp_path / "aliases.json").write_text(json.dumps({"default": "rule-a"}))
+    monkeypatch.setattr(pretrained, "pretrained_dir", lambda: tmp_path)
+    listed = list_pretrained()
+    assert sorted(listed) == ["default", "rule-a"] and listed["default"]["alias_of"] == "rule-a"
+    assert load_weights("default").config == config
+    with pytest.raises(ValueError, match="Available pretrained weights: default, rule-a"):
+        load_weights("rule-b")
