@@ -3,7 +3,8 @@
     python -m learned_optim.demo                 # ~1 minute on 2 CPU cores
 
 For each task, every optimizer trains the same problems (same initial weights,
-same batches): LearnedOptimizer with the default weights, Adam at its default
+same batches): LearnedOptimizer with the default weights (and with the shipped
+rule meta-trained on that task, where that is another one), Adam at its default
 learning rate 1e-3, and Adam with its learning rate picked from
 {1, 0.3, ..., 1e-5} on separate tuning problems. MNIST runs when the data is
 found (--data-root, $LEARNED_OPTIM_DATA, or ~/.cache/learned_optim/data).
@@ -16,7 +17,7 @@ import math
 import sys
 import time
 
-from . import LearnedOptimizer, load_weights
+from . import LearnedOptimizer, list_pretrained, load_weights
 from .baselines import baseline, compare, tune_lr
 from .tasks import EVAL_SEEDS, TUNING_SEEDS, DataNotFoundError, make_task
 
@@ -34,8 +35,13 @@ def run(task_name: str, weights, args) -> None:
     task = make_task(task_name, data_root=args.data_root)
     started = time.perf_counter()
     best_lr, _ = tune_lr(task, "Adam", TUNING_SEEDS[: args.tune_seeds], args.steps)
-    optimizers = {
-        f"LearnedOptimizer ({weights.name})": lambda p: LearnedOptimizer(p, weights=weights),
+    optimizers = {f"LearnedOptimizer ({weights.name})": lambda p: LearnedOptimizer(p, weights=weights)}
+    # beside the chosen weights, the shipped rule meta-trained on this very task, if it is another one
+    for name, card in list_pretrained().items():
+        if "alias_of" not in card and card.get("task", {}).get("name") == task_name and card["sha256"] != weights.sha256:
+            specialist = load_weights(name)
+            optimizers[f"LearnedOptimizer ({name})"] = lambda p, w=specialist: LearnedOptimizer(p, weights=w)
+    optimizers |= {
         "Adam (lr=1e-3, its default)": baseline("Adam", 1e-3),
         f"Adam (lr={best_lr:g}, tuned)": baseline("Adam", best_lr),
     }
