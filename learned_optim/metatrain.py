@@ -50,6 +50,7 @@ from .pretrained import atomic_write, header_metadata, save_weights
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
 
 CHECKPOINT_FORMAT = "learned_optim.checkpoint/1"
+KERNELS = ("auto", "cpp", "python")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class MetaTrainConfig:
     val_problems: int = 10  # held-out problems validated after each epoch
     seed: int = 0  # seeds the rule's init and the training problems
     device: str = "cpu"  # where the rule and the optimizees run
+    kernel: str = "auto"  # LSTM cell: "cpp" (C++ element-wise kernel), "python", or "auto" (cpp where it builds)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems"):
@@ -81,6 +83,8 @@ class MetaTrainConfig:
             raise ValueError(f"Invalid meta_grad_clip: {self.meta_grad_clip!r} (must be >= 0)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"Invalid seed: {self.seed!r} (must be an int >= 0)")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"Invalid kernel: {self.kernel!r} (allowed: {', '.join(KERNELS)})")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -130,12 +134,27 @@ class _Optimizee:
         self.params = [p + u.view(shape) for p, u, shape in zip(self.params, pieces, self.shapes)]
 
 
-def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig):
-    return nets.step(theta, preprocess(grad, net.preprocess, net.p), state, net, fast=True)
+def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast"):
+    return nets.step(theta, preprocess(grad, net.preprocess, net.p), state, net, impl=impl)
+
+
+def cell_impl(kernel: str) -> str:
+    """The nets.step implementation a --kernel choice comes to on this machine."""
+    if kernel == "python":
+        return "fast"
+    from .kernels import build_error, cpp_available
+
+    if cpp_available():
+        return "cpp"
+    if kernel == "cpp":
+        raise ValueError(f"Invalid kernel: 'cpp' cannot be built here ({build_error()}); use --kernel auto or python")
+    return "fast"
 
 
 @torch.no_grad()
-def rollout(theta: dict[str, torch.Tensor], net: NetConfig, problem: Problem, steps: int, device="cpu") -> torch.Tensor:
+def rollout(
+    theta: dict[str, torch.Tensor], net: NetConfig, problem: Problem, steps: int, device="cpu", impl: str = "fast"
+) -> torch.Tensor:
     """Losses f(θ_0), ..., f(θ_{steps-1}) of one run of the rule (no meta-gradient)."""
     device = torch.device(device)
     optimizee = _Optimizee(problem, device)
@@ -147,7 +166,7 @@ def rollout(theta: dict[str, torch.Tensor], net: NetConfig, problem: Problem, st
         if not torch.isfinite(loss):
             losses[t:] = float("inf")
             break
-        update, state = _rule_step(theta, grad, state, net)
+        update, state = _rule_step(theta, grad, state, net, impl)
         optimizee.apply(update)
     return losses
 
@@ -157,6 +176,7 @@ def train_run(
     meta_opt: torch.optim.Optimizer,
     problem: Problem,
     config: MetaTrainConfig,
+    impl: str = "fast",
 ) -> dict[str, float]:
     """One optimizee run with a meta-update after every unroll; returns its statistics."""
     device = torch.device(config.device)
@@ -169,7 +189,7 @@ def train_run(
         length = min(config.unroll, config.steps - start)
         updates, later_grads, unroll_loss = [], [], 0.0
         for k in range(length):
-            update, state = _rule_step(theta, grad, state, net)
+            update, state = _rule_step(theta, grad, state, net, impl)
             optimizee.apply(update)
             loss, grad = optimizee.loss_and_grad(start + k + 1)
             updates.append(update)
@@ -194,13 +214,13 @@ def train_run(
     return {"meta_loss": sum(meta_losses) / max(1, len(meta_losses)), "skipped_unrolls": skipped}
 
 
-def validate(theta, config: MetaTrainConfig, task: Task) -> float:
+def validate(theta, config: MetaTrainConfig, task: Task, impl: str = "fast") -> float:
     """Mean over held-out problems of the sum of losses over a run (lower is better)."""
     detached = {k: v.detach() for k, v in theta.items()}
     totals = []
     for seed in VALIDATION_SEEDS[: config.val_problems]:
         problem = task.sample(seed, config.device)
-        totals.append(float(rollout(detached, config.net, problem, config.steps, config.device).sum()))
+        totals.append(float(rollout(detached, config.net, problem, config.steps, config.device, impl).sum()))
     return sum(totals) / len(totals)
 
 
@@ -294,6 +314,7 @@ def metatrain(
     ckpt, log_file = checkpoint_path(out), log_path(out)
     device = torch.device(config.device)
     task = make_task(config.task, data_root=data_root, **config.task_options)
+    impl = cell_impl(config.kernel) if device.type == "cpu" else "fast"  # the C++ kernel is CPU-only
 
     theta = {
         k: v.requires_grad_(True)
@@ -322,7 +343,7 @@ def metatrain(
     else:
         if log_file.exists():
             log_file.unlink()
-        val = validate(theta, config, task)  # epoch 0: the untrained rule
+        val = validate(theta, config, task, impl)  # epoch 0: the untrained rule
         progress["history"].append({"epoch": 0, "val": val})
         progress["best_epoch"], progress["best_val"] = 0, val
         log(f"epoch 0: validation {val:.4f} (untrained)")
@@ -333,11 +354,11 @@ def metatrain(
         stats = []
         for run in range(config.runs_per_epoch):
             problem = task.sample(train_seed(config, epoch, run), config.device)
-            stats.append(train_run(theta, meta_opt, problem, config))
+            stats.append(train_run(theta, meta_opt, problem, config, impl))
             if bar is not None:
                 bar.update(1)
         train_seconds = time.perf_counter() - started
-        val = validate(theta, config, task)
+        val = validate(theta, config, task, impl)
         epoch_seconds = time.perf_counter() - started
         improved = math.isfinite(val) and val < progress["best_val"]
         if improved:
@@ -393,6 +414,7 @@ def metatrain(
             "mean_epoch_seconds": round(sum(h["epoch_seconds"] for h in trained) / len(trained), 2) if trained else None,
         },
         "wall_time_s": round(progress["train_seconds"], 1),
+        "cell_implementation": {"cpp": "C++ element-wise kernel (kernels.py)", "fast": "nets.lstm_cell_fast"}[impl],
         "package_version": __version__,
         "torch_version": torch.__version__,
         "device": _device_name(device),
@@ -443,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--val-problems", type=int, default=defaults.val_problems)
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--device", default=defaults.device, help="cpu or cuda")
+    group.add_argument("--kernel", default=defaults.kernel, help="LSTM cell on the CPU: auto (C++ where it builds), cpp or python")
     group = parser.add_argument_group("network")
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)
@@ -496,6 +519,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         val_problems=args.val_problems,
         seed=args.seed,
         device=args.device,
+        kernel=args.kernel,
     )
 
 

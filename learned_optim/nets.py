@@ -32,8 +32,9 @@ follows the equations line by line (and matches torch.nn.LSTMCell bit for bit);
 [x, h, 1] and gets all four gates from a single sigmoid, using
 tanh(z) = 2σ(2z) − 1 (the g rows of the weights are doubled). On a CPU this
 runs the forward about 1.5× faster; the two agree to float32 rounding (tested).
-``step(..., fast=True)`` picks the fast cell; the optimizer's reference path and
-the tests use ``fast=False``.
+``step(..., impl="fast")`` picks the fast cell, ``impl="cpp"`` the same cell with
+its element-wise work in a C++ kernel (kernels.py); the optimizer's reference
+path uses ``impl="reference"``.
 """
 
 from __future__ import annotations
@@ -193,11 +194,25 @@ def gru_cell(
     return (1 - z) * n + z * h
 
 
+CELL_IMPLS = ("reference", "fast", "cpp")
+
+
 def step(
-    theta: Theta, x: torch.Tensor, state: State, config: NetConfig, *, fast: bool = False
+    theta: Theta, x: torch.Tensor, state: State, config: NetConfig, *, impl: str = "reference"
 ) -> tuple[torch.Tensor, State]:
-    """One application of the update rule to N coordinates (see the module docstring)."""
-    cell = lstm_cell_fast if fast else lstm_cell
+    """One application of the update rule to N coordinates (see the module docstring).
+
+    ``impl`` picks the LSTM cell: ``"reference"`` (lstm_cell), ``"fast"`` (lstm_cell_fast)
+    or ``"cpp"`` (kernels.lstm_cell_cpp, the fast cell with its element-wise work in C++).
+    """
+    if impl == "reference":
+        cell = lstm_cell
+    elif impl == "fast":
+        cell = lstm_cell_fast
+    elif impl == "cpp":
+        from .kernels import lstm_cell_cpp as cell
+    else:
+        raise ValueError(f"Invalid impl: {impl!r} (allowed: {', '.join(CELL_IMPLS)})")
     new_state: list[torch.Tensor] = []
     layer_input = x
     for layer in range(config.num_layers):

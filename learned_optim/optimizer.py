@@ -200,13 +200,13 @@ class LearnedOptimizer(Optimizer):
         """The rule on a flat gradient (already in state dtype), with the non-finite policy."""
         theta = self._theta(grad.device)
         config = self.config
-        fast = self.implementation == "fast"
+        impl = "fast" if self.implementation == "fast" else "reference"
         finite = torch.isfinite(grad)
         # on the CPU the check is cheap; on accelerators the masked form avoids a sync
         if grad.device.type == "cpu" and bool(finite.all()):
-            return nets.step(theta, preprocess(grad, config.preprocess, config.p), state, config, fast=fast)
+            return nets.step(theta, preprocess(grad, config.preprocess, config.p), state, config, impl=impl)
         clean = torch.where(finite, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-        update, new_state = nets.step(theta, preprocess(clean, config.preprocess, config.p), state, config, fast=fast)
+        update, new_state = nets.step(theta, preprocess(clean, config.preprocess, config.p), state, config, impl=impl)
         update = torch.where(finite, update, torch.zeros((), dtype=update.dtype, device=update.device))
         keep = finite.unsqueeze(1)
         return update, tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))

@@ -66,8 +66,8 @@ def test_metatrain_speed_quick(tmp_path):
 
     assert metatrain_speed.main(["--quick", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "metatrain_speed.json").read_text())
-    assert data["results"]["ours"]["optimizee_steps_per_s"] > 0
-    assert data["results"]["notebook"]["optimizee_steps_per_s"] > 0
+    assert data["results"]["ours, PyTorch cell"]["optimizee_steps_per_s"] > 0
+    assert data["results"]["notebook-style, PyTorch cell"]["optimizee_steps_per_s"] > 0
 
 
 def test_demo_runs_and_prints_the_comparison(capsys, tiny_rule):

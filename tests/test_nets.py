@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -48,18 +49,30 @@ def test_gru_matches_torch_grucell():
         torch.testing.assert_close(new_h, cell(x, h), rtol=0, atol=1e-6)
 
 
-@given(n=st.integers(1, 300), layers=st.integers(1, 3), hidden=st.integers(1, 24), seed=st.integers(0, 10_000))
-def test_fast_cell_matches_reference(n, layers, hidden, seed):
+@given(
+    n=st.integers(1, 300),
+    layers=st.integers(1, 3),
+    hidden=st.integers(1, 24),
+    seed=st.integers(0, 10_000),
+    impl=st.sampled_from(["fast", "cpp"]),
+)
+def test_fast_cells_match_reference(n, layers, hidden, seed, impl):
     config = NetConfig(num_layers=layers, hidden_size=hidden)
     gen = torch.Generator().manual_seed(seed)
     theta = nets.init_theta(config, gen)
     x = torch.randn(n, config.input_size, generator=gen)
     state = random_state(config, n, gen, scale=3.0)
     with torch.no_grad():
-        ref_u, ref_s = nets.step(theta, x, state, config, fast=False)
-        fast_u, fast_s = nets.step(theta, x, state, config, fast=True)
+        ref_u, ref_s = nets.step(theta, x, state, config, impl="reference")
+        fast_u, fast_s = nets.step(theta, x, state, config, impl=impl)
     torch.testing.assert_close(fast_u, ref_u, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast_s, ref_s, rtol=1e-5, atol=1e-5)
+
+
+def _theta_grads(theta, x, state, config, impl, weights):
+    update, new = nets.step(theta, x, state, config, impl=impl)
+    objective = (update * weights).sum() + sum((s * s).sum() for s in new)
+    return torch.autograd.grad(objective, list(theta.values()) + [state[0], state[1], state[3]])
 
 
 def test_fast_cell_gradients_match_reference():
@@ -67,27 +80,54 @@ def test_fast_cell_gradients_match_reference():
     gen = torch.Generator().manual_seed(3)
     theta = {k: v.double().requires_grad_(True) for k, v in nets.init_theta(config, gen).items()}
     x = torch.randn(40, 2, generator=gen, dtype=torch.float64)
-    state = random_state(config, 40, gen, dtype=torch.float64)
+    state = tuple(s.requires_grad_(True) for s in random_state(config, 40, gen, dtype=torch.float64))
     weights = torch.randn(40, generator=gen, dtype=torch.float64)
-    grads = []
-    for fast in (False, True):
-        update, new = nets.step(theta, x, state, config, fast=fast)
-        objective = (update * weights).sum() + sum(s.sum() for s in new)
-        grads.append(torch.autograd.grad(objective, list(theta.values())))
-    for ref, fast in zip(*grads):
+    reference = _theta_grads(theta, x, state, config, "reference", weights)
+    for ref, fast in zip(reference, _theta_grads(theta, x, state, config, "fast", weights)):
         torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
 
 
-@given(n=st.integers(1, 50), fast=st.booleans(), cell=st.sampled_from(["lstm", "gru"]))
-def test_step_is_pure(n, fast, cell):
+def test_cpp_cell_gradients_match_reference():
+    """The C++ kernel's hand-written backward, in float32 against the reference cell's autograd."""
+    from learned_optim.kernels import build_error, cpp_available
+
+    if not cpp_available():
+        if os.environ.get("LEARNED_OPTIM_REQUIRE_KERNEL"):
+            pytest.fail(f"the C++ kernel did not build: {build_error()}")
+        pytest.skip(f"C++ kernel unavailable: {build_error()}")
+    config = NetConfig(num_layers=2, hidden_size=20)
+    gen = torch.Generator().manual_seed(5)
+    theta = {k: v.requires_grad_(True) for k, v in nets.init_theta(config, gen).items()}
+    x = torch.randn(300, 2, generator=gen)
+    state = tuple(s.requires_grad_(True) for s in random_state(config, 300, gen))
+    weights = torch.randn(300, generator=gen)
+    reference = _theta_grads(theta, x, state, config, "reference", weights)
+    for ref, cpp in zip(reference, _theta_grads(theta, x, state, config, "cpp", weights)):
+        torch.testing.assert_close(cpp, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cpp_cell_falls_back_off_cpu_float32():
+    # float64 is not the kernel's dtype: the PyTorch fast cell computes it, in float64
+    config = NetConfig(hidden_size=4)
+    theta = {k: v.double() for k, v in nets.init_theta(config).items()}
+    x, state = torch.randn(5, 2, dtype=torch.float64), random_state(config, 5, torch.Generator(), dtype=torch.float64)
+    cpp_u, _ = nets.step(theta, x, state, config, impl="cpp")
+    fast_u, _ = nets.step(theta, x, state, config, impl="fast")
+    assert cpp_u.dtype == torch.float64 and torch.equal(cpp_u, fast_u)
+    with pytest.raises(ValueError, match="Invalid impl: 'gpu'"):
+        nets.step(theta, x, state, config, impl="gpu")
+
+
+@given(n=st.integers(1, 50), impl=st.sampled_from(["reference", "fast", "cpp"]), cell=st.sampled_from(["lstm", "gru"]))
+def test_step_is_pure(n, impl, cell):
     config = NetConfig(cell=cell, hidden_size=5)
     gen = torch.Generator().manual_seed(n)
     theta = nets.init_theta(config, gen)
     x = torch.randn(n, 2, generator=gen)
     state = random_state(config, n, gen)
     copies = ({k: v.clone() for k, v in theta.items()}, x.clone(), tuple(s.clone() for s in state))
-    first = nets.step(theta, x, state, config, fast=fast)
-    second = nets.step(theta, x, state, config, fast=fast)
+    first = nets.step(theta, x, state, config, impl=impl)
+    second = nets.step(theta, x, state, config, impl=impl)
     assert torch.equal(first[0], second[0])
     for k in theta:
         assert torch.equal(theta[k], copies[0][k])

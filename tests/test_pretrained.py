@@ -159,6 +159,7 @@ def test_wheel_installs_the_weight_files(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(site)
+    assert "learned_optim/csrc/lstm_cell.cpp" in names
     shipped = sorted(p.name for p in pretrained_dir().glob("*.safetensors"))
     for name in shipped:
         assert f"learned_optim/pretrained_weights/{name}" in names
