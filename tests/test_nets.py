@@ -106,6 +106,25 @@ def test_cpp_cell_gradients_match_reference():
         torch.testing.assert_close(cpp, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_cpp_cell_is_finite_and_right_at_extreme_preactivations():
+    """Gate pre-activations far beyond exp's float32 range (|z| > 88) must saturate, not turn NaN."""
+    from learned_optim.kernels import cpp_available
+
+    if not cpp_available():
+        pytest.skip("C++ kernel unavailable")
+    config = NetConfig(num_layers=1, hidden_size=4)
+    theta = nets.init_theta(config, torch.Generator().manual_seed(0))
+    theta = {k: v * 400 for k, v in theta.items()}  # huge weights: |pre-activations| in the hundreds
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 2, generator=gen) * 10
+    state = tuple(torch.randn(64, 4, generator=gen) * 50 for _ in config.state_names)
+    ref_u, ref_s = nets.step(theta, x, state, config, impl="reference")
+    cpp_u, cpp_s = nets.step(theta, x, state, config, impl="cpp")
+    assert torch.isfinite(cpp_u).all() and all(torch.isfinite(s).all() for s in cpp_s)
+    torch.testing.assert_close(cpp_u, ref_u, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(cpp_s, ref_s, rtol=1e-4, atol=1e-3)
+
+
 def test_cpp_cell_falls_back_off_cpu_float32():
     # float64 is not the kernel's dtype: the PyTorch fast cell computes it, in float64
     config = NetConfig(hidden_size=4)

@@ -15,7 +15,12 @@
 
 namespace {
 
-inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+// exp(-z) overflows float32 for z < -88.7, and under -ffast-math the vectorized exp then
+// gives NaN, not inf: clamp first. sigmoid(±88) is already 1 or ~6e-39 in float32.
+inline float sigmoid(float z) {
+  z = z < -88.0f ? -88.0f : (z > 88.0f ? 88.0f : z);
+  return 1.0f / (1.0f + std::exp(-z));
+}
 
 }  // namespace
 
