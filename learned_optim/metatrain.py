@@ -339,6 +339,7 @@ def metatrain(
                 theta[k].copy_(saved_theta[k])
         best_theta = {k: v.to(device) for k, v in saved_best.items()}
         meta_opt.load_state_dict(opt_state)
+        progress.setdefault("resumed_after_epochs", []).append(progress["epochs_done"])
         log(f"resuming from {ckpt} after epoch {progress['epochs_done']}")
     else:
         if log_file.exists():
@@ -414,6 +415,8 @@ def metatrain(
             "mean_epoch_seconds": round(sum(h["epoch_seconds"] for h in trained) / len(trained), 2) if trained else None,
         },
         "wall_time_s": round(progress["train_seconds"], 1),
+        # a resumed run gives the weights of an uninterrupted one (tested); where it was interrupted is recorded
+        "resumed_after_epochs": progress.get("resumed_after_epochs", []),
         "cell_implementation": {"cpp": "C++ element-wise kernel (kernels.py)", "fast": "nets.lstm_cell_fast"}[impl],
         "package_version": __version__,
         "torch_version": torch.__version__,

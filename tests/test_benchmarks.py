@@ -61,10 +61,13 @@ def test_base_tasks_quick_writes_its_result_files(tmp_path, tiny_rule):
 
 
 @needs_mnist
-def test_metatrain_speed_quick(tmp_path):
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+)
+def test_metatrain_speed_quick(tmp_path, device):
     from benchmarks import metatrain_speed
 
-    assert metatrain_speed.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert metatrain_speed.main(["--quick", "--out", str(tmp_path), "--device", device]) == 0
     data = json.loads((tmp_path / "metatrain_speed.json").read_text())
     assert data["results"]["ours, PyTorch cell"]["optimizee_steps_per_s"] > 0
     assert data["results"]["notebook-style, PyTorch cell"]["optimizee_steps_per_s"] > 0

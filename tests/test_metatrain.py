@@ -124,8 +124,23 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
     for k in a.theta:
         assert torch.equal(a.theta[k], b.theta[k]), k
     assert a.card["validation"]["history"][-1]["val"] == b.card["validation"]["history"][-1]["val"]
+    assert a.card["resumed_after_epochs"] == [] and b.card["resumed_after_epochs"] == [1]
     with pytest.raises(ValueError, match="another recipe"):
         metatrain(MetaTrainConfig(**{**TINY, "epochs": 3, "meta_lr": 0.1}), tmp_path / "b.safetensors", resume=True, log=lambda m: None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_metatrain_on_cuda(tmp_path):
+    config = MetaTrainConfig(**{**TINY, "device": "cuda"})
+    theta = nets.init_theta(config.net, torch.Generator().manual_seed(0))
+    problem = make_task("quadratic").sample(5)
+    on_cpu = rollout(theta, config.net, problem, 10, "cpu")
+    on_gpu = rollout({k: v.cuda() for k, v in theta.items()}, config.net, make_task("quadratic").sample(5, "cuda"), 10, "cuda")
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-5)
+    out = metatrain(config, tmp_path / "gpu.safetensors", log=lambda m: None)
+    rule = load_weights(out)  # loads on CPU
+    assert rule.card["device"] == torch.cuda.get_device_name() and rule.card["cell_implementation"] == "nets.lstm_cell_fast"
+    assert all(v.device.type == "cpu" and torch.isfinite(v).all() for v in rule.theta.values())
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,7 @@ def test_shipped_rules_load_with_complete_cards():
     assert load_weights("default").sha256 == load_weights(shipped["default"]["alias_of"]).sha256
 
 
-@pytest.mark.parametrize("name", ["default", "l2l-mnist", "l2l-quadratic"])
+@pytest.mark.parametrize("name", ["default", "l2l-mnist"])
 def test_shipped_rules_reduce_the_loss_of_a_small_model(name):
     model = small_model(seed=3)
     opt = LearnedOptimizer(model.parameters(), weights=name)
@@ -143,6 +143,17 @@ def test_shipped_rules_reduce_the_loss_of_a_small_model(name):
     with torch.no_grad():
         end = sum(float(loss_of(model, t)) for t in range(100, 110))
     assert end < 0.8 * start
+
+
+def test_the_quadratic_rule_solves_quadratics():
+    """l2l-quadratic is narrow (it barely trains nets; see the README): it is held to its own task."""
+    from learned_optim.baselines import train
+    from learned_optim.tasks import make_task
+
+    task = make_task("quadratic")
+    for seed in (50_000, 50_001):  # outside the evaluation, tuning, validation and training seed ranges
+        losses = train(task.sample(seed), lambda params: LearnedOptimizer(params, weights="l2l-quadratic"), 100)
+        assert torch.isfinite(losses).all() and losses[-10:].mean() < 0.05 * losses[0]
 
 
 @pytest.mark.slow

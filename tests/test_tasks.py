@@ -66,6 +66,37 @@ def test_mnist_from_a_small_root(tmp_path, gz):
     assert xb.shape == (4, 784) and yb.shape == (4,)
 
 
+def test_torchvision_path_gives_the_idx_readers_arrays(tmp_path, monkeypatch):
+    """Where torchvision imports and the files are extracted, its MNIST class is used: same values and dtypes."""
+    import sys
+    import types
+
+    make_fake_mnist(tmp_path, gz=False)
+    raw = tmp_path / "MNIST" / "raw"
+    calls = []
+
+    class MNIST:  # stands in for torchvision.datasets.MNIST: torch tensors, int64 targets, as torchvision returns
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            prefix = "train" if train else "t10k"
+            self.data = torch.from_numpy(read_idx(raw / f"{prefix}-images-idx3-ubyte").copy())
+            self.targets = torch.from_numpy(read_idx(raw / f"{prefix}-labels-idx1-ubyte").astype(np.int64))
+
+    datasets = types.ModuleType("torchvision.datasets")
+    datasets.MNIST = MNIST
+    torchvision = types.ModuleType("torchvision")
+    torchvision.datasets = datasets
+    monkeypatch.setitem(sys.modules, "torchvision", torchvision)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+    for split in ("train", "test"):
+        images, labels = load_mnist_arrays(tmp_path, split)
+        prefix = "train" if split == "train" else "t10k"
+        assert images.dtype == np.uint8 and labels.dtype == np.uint8
+        assert np.array_equal(images, read_idx(raw / f"{prefix}-images-idx3-ubyte"))
+        assert np.array_equal(labels, read_idx(raw / f"{prefix}-labels-idx1-ubyte"))
+    assert calls == [(str(tmp_path), True, False), (str(tmp_path), False, False)]
+
+
 def test_missing_data_root_says_where_to_put_the_files(tmp_path):
     with pytest.raises(DataNotFoundError) as info:
         make_task("mnist_mlp", data_root=tmp_path / "nowhere")

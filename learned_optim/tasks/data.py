@@ -92,7 +92,8 @@ def _torchvision_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray] 
         dataset = MNIST(str(root), train=(split == "train"), download=False)
     except Exception:
         return None  # e.g. only the .gz files are present: the IDX reader handles those
-    return dataset.data.numpy(), dataset.targets.numpy()
+    # torchvision hands labels back as int64; keep the files' uint8 so both paths return the same arrays
+    return dataset.data.numpy().astype(np.uint8, copy=False), dataset.targets.numpy().astype(np.uint8)
 
 
 def load_mnist_arrays(root: str | os.PathLike | None = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
