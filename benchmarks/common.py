@@ -20,15 +20,15 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
 def git_commit() -> str:
-    """HEAD, with "+dirty" where tracked files other than the committed results differ from it."""
+    """HEAD, with "+dirty" where tracked files other than the results and the docs differ from it."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10
         )
         commit = out.stdout.strip() or "unknown"
         dirty = subprocess.run(
-            # a benchmark rewrites benchmarks/results/ itself: those files do not make the code dirty
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks/results"],
+            # a benchmark rewrites benchmarks/results/ itself, and docs do not change what runs: neither is "dirty"
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks/results", ":(exclude,glob)**/*.md"],
             capture_output=True,
             text=True,
             cwd=Path(__file__).parent,
