@@ -16,6 +16,18 @@ NONFINITE_POLICIES = ("skip", "raise")
 STATE_DTYPES = (torch.float32, torch.float64)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
+try:  # sharded parameters (FSDP2's fully_shard, tensor parallelism) are DTensors
+    from torch.distributed.tensor import DTensor as _DTensor
+except Exception:  # a torch built without distributed support
+    _DTensor = None
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The shard this process holds: the rule is coordinatewise, so each rank steps its own coordinates."""
+    if _DTensor is not None and isinstance(tensor, _DTensor):
+        return tensor.to_local()
+    return tensor
+
 
 class LearnedOptimizer(Optimizer):
     r"""Applies a learned, coordinatewise recurrent update rule (Andrychowicz et al., 2016).
@@ -55,6 +67,9 @@ class LearnedOptimizer(Optimizer):
         nonfinite: ``"skip"`` or ``"raise"`` (default: ``"skip"``).
         state_dtype: dtype of the recurrent state, float32 or float64; the network
             runs in this dtype whatever the parameters' dtype (default: float32).
+        compile: run the network through ``torch.compile`` (fast path only). The first
+            steps pay the compilation (seconds; it needs a C++ compiler on the CPU), later
+            ones run faster: see ``benchmarks/compile_step.py`` (default: False).
     """
 
     def __init__(
@@ -68,6 +83,7 @@ class LearnedOptimizer(Optimizer):
         implementation: str = "fast",
         nonfinite: str = "skip",
         state_dtype: torch.dtype = torch.float32,
+        compile: bool = False,
     ) -> None:
         if isinstance(lr, torch.Tensor):
             if lr.numel() != 1:
@@ -89,6 +105,10 @@ class LearnedOptimizer(Optimizer):
             raise ValueError(f"Invalid state_dtype: {state_dtype} (allowed: torch.float32, torch.float64)")
         if not isinstance(maximize, bool):
             raise ValueError(f"Invalid maximize: {maximize!r} (must be a bool)")
+        if not isinstance(compile, bool):
+            raise ValueError(f"Invalid compile: {compile!r} (must be a bool)")
+        if compile and implementation != "fast":
+            raise ValueError(f"Invalid compile: True needs implementation='fast', got {implementation!r}")
 
         self.rule = load_weights(weights)
         self.config = self.rule.config
@@ -96,8 +116,26 @@ class LearnedOptimizer(Optimizer):
         self.implementation = implementation
         self.nonfinite = nonfinite
         self.state_dtype = state_dtype
+        self.compile = compile
+        self._network = _compiled_network() if compile else _network
         self._theta_cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
         super().__init__(params, dict(lr=lr, maximize=maximize))
+
+    # -- copies and pickles ---------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim.Optimizer keeps only defaults, state and param_groups: copy.deepcopy
+        # and pickle would lose the rule. The device cache is rebuilt on demand.
+        return {
+            **super().__getstate__(),
+            **{k: getattr(self, k) for k in ("rule", "config", "chunk_size", "implementation", "nonfinite", "state_dtype")},
+            "compile": self.compile,
+            "_theta_cache": {},
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._network = _compiled_network() if self.__dict__.get("compile") else _network
 
     # -- parameters and state ----------------------------------------------------
 
@@ -131,15 +169,19 @@ class LearnedOptimizer(Optimizer):
         return self._theta_cache[key]
 
     def _init_group(self, group: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
-        """(param, grad, state) of every parameter of the group that has a gradient."""
+        """(param, grad, state) of every parameter of the group that has a gradient.
+
+        For a sharded (DTensor) parameter these are the local shard, its gradient's
+        local shard, and a state sized to the shard.
+        """
         entries = []
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
+        for param in group["params"]:
+            if param.grad is None:
                 continue
-            if grad.is_sparse:
+            if param.grad.is_sparse:
                 raise RuntimeError("LearnedOptimizer does not support sparse gradients")
-            state = self.state[p]
+            state = self.state[param]
+            p, grad = _local(param), _local(param.grad)
             if len(state) == 0:
                 state["step"] = 0
                 for name in self.config.state_names:
@@ -204,9 +246,9 @@ class LearnedOptimizer(Optimizer):
         finite = torch.isfinite(grad)
         # on the CPU the check is cheap; on accelerators the masked form avoids a sync
         if grad.device.type == "cpu" and bool(finite.all()):
-            return nets.step(theta, preprocess(grad, config.preprocess, config.p), state, config, impl=impl)
+            return self._network(theta, grad, state, config, impl)
         clean = torch.where(finite, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-        update, new_state = nets.step(theta, preprocess(clean, config.preprocess, config.p), state, config, impl=impl)
+        update, new_state = self._network(theta, clean, state, config, impl)
         update = torch.where(finite, update, torch.zeros((), dtype=update.dtype, device=update.device))
         keep = finite.unsqueeze(1)
         return update, tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
@@ -336,7 +378,7 @@ class LearnedOptimizer(Optimizer):
                 raise ValueError(f"The state of parameter id {param_id!r} lacks {missing}")
             for name in names:
                 tensor = param_state[name]
-                expected = (p.numel(), self.config.hidden_size)
+                expected = (_local(p).numel(), self.config.hidden_size)
                 if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected:
                     shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
                     raise ValueError(
@@ -360,7 +402,22 @@ class LearnedOptimizer(Optimizer):
         for pid, values in tensors.items():
             p = id_to_param[pid]
             for key, value in values.items():
-                self.state[p][key] = value.detach().to(device=p.device, dtype=self.state_dtype, copy=True)
+                self.state[p][key] = value.detach().to(device=_local(p).device, dtype=self.state_dtype, copy=True)
+
+
+def _network(theta, grad, state, config, impl):
+    """The rule on a flat, finite gradient: preprocessing, then the network's step."""
+    return nets.step(theta, preprocess(grad, config.preprocess, config.p), state, config, impl=impl)
+
+
+_COMPILED = None
+
+
+def _compiled_network():
+    global _COMPILED
+    if _COMPILED is None:  # one compiled function for every optimizer of the process
+        _COMPILED = torch.compile(_network)
+    return _COMPILED
 
 
 def _add_update(target: torch.Tensor, update: torch.Tensor, lr: float) -> None:

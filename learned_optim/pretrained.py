@@ -103,6 +103,11 @@ def resolve(spec: str | os.PathLike | None) -> tuple[str, Path]:
     if path.suffix == SUFFIX or os.sep in text or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"Weights file not found: {path}")
+        if not path.name.endswith(SUFFIX):
+            raise ValueError(
+                f"Invalid weights file: {path} (expected a {SUFFIX} file with its .json card beside it; "
+                "pickled files such as .pt or .pth are never loaded)"
+            )
         return str(path), path
     available = ", ".join(sorted(set(shipped) | set(aliases)))
     raise ValueError(

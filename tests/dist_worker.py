@@ -1,0 +1,47 @@
+"""Run by torchrun from test_distributed.py: N steps of LearnedOptimizer under DDP or FSDP2, each rank saving its view.
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py {ddp,fsdp} OUT_DIR STEPS
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from conftest import batch, small_model
+from learned_optim import LearnedOptimizer
+
+
+def main(mode: str, out: Path, steps: int) -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    model = small_model()
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model)
+    else:
+        from torch.distributed.fsdp import fully_shard
+
+        model.scale = torch.nn.Parameter(model.scale.detach().reshape(1))  # fully_shard refuses 0-d parameters
+        wrapped = fully_shard(model)
+    opt = LearnedOptimizer(wrapped.parameters())
+    for t in range(steps):
+        x, y = batch(t)
+        rows = slice(rank * len(x) // world, (rank + 1) * len(x) // world)  # this rank's share of the batch
+        opt.zero_grad()
+        ((wrapped(x[rows]) - y[rows]) ** 2).mean().backward()
+        opt.step()
+    params, states = [], []
+    for p in wrapped.parameters():
+        full = p.full_tensor() if hasattr(p, "full_tensor") else p
+        params.append(full.detach().clone())
+        states.append({k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()})
+    torch.save({"params": params, "states": states, "world": world}, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
