@@ -26,6 +26,7 @@ uninterrupted run. Output: a weight file with its card (see pretrained.py).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import json
@@ -70,11 +71,15 @@ class MetaTrainConfig:
     seed: int = 0  # seeds the rule's init and the training problems
     device: str = "cpu"  # where the rule and the optimizees run
     kernel: str = "auto"  # LSTM cell: "cpp" (C++ element-wise kernel), "python", or "auto" (cpp where it builds)
+    problems_per_step: int = 1  # problems run in lockstep, their meta-gradients averaged per update (split across ranks)
+    divergence_factor: float = 3.0  # an epoch validating above this × the best so far has diverged (0: off)
+    divergence_lr_factor: float = 0.5  # after a divergence: restore the last good state, meta-lr × this
+    max_lr_reductions: int = 5  # divergences tolerated before the run stops and keeps its best epoch
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems"):
+        for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems", "problems_per_step", "max_lr_reductions"):
             value = getattr(self, name)
-            low = 0 if name == "epochs" else 1
+            low = 0 if name in ("epochs", "max_lr_reductions") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"Invalid {name}: {value!r} (must be an int >= {low})")
         if not (isinstance(self.meta_lr, (int, float)) and math.isfinite(self.meta_lr) and self.meta_lr > 0):
@@ -83,6 +88,14 @@ class MetaTrainConfig:
             raise ValueError(f"Invalid meta_grad_clip: {self.meta_grad_clip!r} (must be >= 0)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"Invalid seed: {self.seed!r} (must be an int >= 0)")
+        if self.runs_per_epoch % self.problems_per_step:
+            raise ValueError(
+                f"Invalid problems_per_step: {self.problems_per_step} (must divide runs_per_epoch, {self.runs_per_epoch})"
+            )
+        if not (isinstance(self.divergence_factor, (int, float)) and (self.divergence_factor == 0 or self.divergence_factor > 1)):
+            raise ValueError(f"Invalid divergence_factor: {self.divergence_factor!r} (0 to turn off, else > 1)")
+        if not (isinstance(self.divergence_lr_factor, (int, float)) and 0 < self.divergence_lr_factor < 1):
+            raise ValueError(f"Invalid divergence_lr_factor: {self.divergence_lr_factor!r} (must be in (0, 1))")
         if self.kernel not in KERNELS:
             raise ValueError(f"Invalid kernel: {self.kernel!r} (allowed: {', '.join(KERNELS)})")
 
@@ -179,49 +192,130 @@ def train_run(
     impl: str = "fast",
 ) -> dict[str, float]:
     """One optimizee run with a meta-update after every unroll; returns its statistics."""
+    stats = train_runs(theta, meta_opt, [problem], config, impl)
+    return {"meta_loss": stats["meta_loss_sum"] / max(1, stats["meta_loss_count"]), "skipped_unrolls": stats["skipped_unrolls"]}
+
+
+def train_runs(
+    theta: dict[str, torch.Tensor],
+    meta_opt: torch.optim.Optimizer,
+    problems: Sequence[Problem],
+    config: MetaTrainConfig,
+    impl: str = "fast",
+    group: "_Group | None" = None,
+) -> dict[str, float]:
+    """Runs on several problems in lockstep, one meta-update per unroll from their averaged meta-gradients.
+
+    In a distributed run each rank passes its share of the step's problems and
+    ``group`` sums the meta-gradients across ranks before the update, so every rank
+    takes the same step. A problem whose optimizee diverges stops contributing; an
+    unroll to which no problem contributed makes no update.
+    """
     device = torch.device(config.device)
     net = config.net
-    optimizee = _Optimizee(problem, device)
-    state = nets.init_state(net, optimizee.numel, device=device)
-    loss, grad = optimizee.loss_and_grad(0)
-    meta_losses, skipped = [], 0
+    optimizees = [_Optimizee(problem, device) for problem in problems]
+    states = [nets.init_state(net, o.numel, device=device) for o in optimizees]
+    current = [o.loss_and_grad(0)[1] for o in optimizees]
+    alive = [True] * len(optimizees)
+    params = list(theta.values())
+    meta_loss_sum, meta_loss_count, skipped = 0.0, 0, 0
     for start in range(0, config.steps, config.unroll):
         length = min(config.unroll, config.steps - start)
-        updates, later_grads, unroll_loss = [], [], 0.0
-        for k in range(length):
-            update, state = _rule_step(theta, grad, state, net, impl)
-            optimizee.apply(update)
-            loss, grad = optimizee.loss_and_grad(start + k + 1)
-            updates.append(update)
-            later_grads.append(grad)
-            unroll_loss += float(loss)
-        if not math.isfinite(unroll_loss):
-            skipped += 1
-            break  # the optimizee diverged: no meta-update from this run's remainder
-        # G_j = sum of the gradients after update j (the meta-gradient's output weights)
-        weights = torch.stack(later_grads).flip(0).cumsum(0).flip(0)
         meta_opt.zero_grad(set_to_none=True)
-        torch.autograd.backward(updates, list(weights.unbind(0)))
-        grads = [p.grad for p in theta.values()]
+        contributed = 0
+        for b, optimizee in enumerate(optimizees):
+            if not alive[b]:
+                continue
+            grad, state = current[b], states[b]
+            updates, later_grads, unroll_loss = [], [], 0.0
+            for k in range(length):
+                update, state = _rule_step(theta, grad, state, net, impl)
+                optimizee.apply(update)
+                loss, grad = optimizee.loss_and_grad(start + k + 1)
+                updates.append(update)
+                later_grads.append(grad)
+                unroll_loss += float(loss)
+            if not math.isfinite(unroll_loss):
+                skipped += 1
+                alive[b] = False  # the optimizee diverged: no meta-update from this run's remainder
+                continue
+            # G_j = sum of the gradients after update j (the meta-gradient's output weights)
+            weights = torch.stack(later_grads).flip(0).cumsum(0).flip(0)
+            torch.autograd.backward(updates, list(weights.unbind(0)))  # accumulates over the problems
+            current[b], states[b] = grad, tuple(s.detach() for s in state)
+            meta_loss_sum += unroll_loss
+            meta_loss_count += 1
+            contributed += 1
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        if group is not None:
+            contributed = group.sum_(grads, contributed)
+        if contributed == 0:
+            continue
+        if contributed > 1:  # the mean over the problems (a single problem's gradient stays bit for bit as it is)
+            for g in grads:
+                g.div_(contributed)
         if not all(torch.isfinite(g).all() for g in grads):
             skipped += 1
-        else:
-            if config.meta_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(list(theta.values()), config.meta_grad_clip)
-            meta_opt.step()
-        meta_losses.append(unroll_loss)
-        state = tuple(s.detach() for s in state)
-    return {"meta_loss": sum(meta_losses) / max(1, len(meta_losses)), "skipped_unrolls": skipped}
+            continue
+        for p, g in zip(params, grads):
+            p.grad = g
+        if config.meta_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.meta_grad_clip)
+        meta_opt.step()
+    return {"meta_loss_sum": meta_loss_sum, "meta_loss_count": meta_loss_count, "skipped_unrolls": skipped}
 
 
-def validate(theta, config: MetaTrainConfig, task: Task, impl: str = "fast") -> float:
+class _Group:
+    """This process's place in a distributed meta-training run (torch.distributed, initialized by the caller)."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    def sum_(self, tensors: list[torch.Tensor], count: int) -> int:
+        """Sum the tensors across ranks in place; returns the count summed across ranks."""
+        flat = torch.cat([t.reshape(-1) for t in tensors] + [torch.tensor([float(count)], device=tensors[0].device)])
+        self.dist.all_reduce(flat)
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+        return int(round(float(flat[-1])))
+
+    def sum_floats(self, values: list[float], device) -> list[float]:
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        self.dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+
+def _process_group() -> "_Group | None":
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return None
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return _Group()
+    return None
+
+
+def validate(theta, config: MetaTrainConfig, task: Task, impl: str = "fast", group: "_Group | None" = None) -> float:
     """Mean over held-out problems of the sum of losses over a run (lower is better)."""
     detached = {k: v.detach() for k, v in theta.items()}
-    totals = []
-    for seed in VALIDATION_SEEDS[: config.val_problems]:
+    seeds = list(VALIDATION_SEEDS[: config.val_problems])
+    if group is not None:
+        seeds = seeds[group.rank :: group.world]
+    total = 0.0
+    for seed in seeds:
         problem = task.sample(seed, config.device)
-        totals.append(float(rollout(detached, config.net, problem, config.steps, config.device, impl).sum()))
-    return sum(totals) / len(totals)
+        total += float(rollout(detached, config.net, problem, config.steps, config.device, impl).sum())
+    if group is not None:
+        (total,) = group.sum_floats([total], config.device)
+    return total / config.val_problems
 
 
 # -- checkpoints ------------------------------------------------------------------------
@@ -312,6 +406,14 @@ def metatrain(
         raise ValueError(f"Invalid out: {str(out)!r} (must end with .safetensors)")
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt, log_file = checkpoint_path(out), log_path(out)
+    group = _process_group()
+    world, lead = (group.world, group.rank == 0) if group is not None else (1, True)
+    if config.problems_per_step % world:
+        raise ValueError(
+            f"Invalid problems_per_step: {config.problems_per_step} (must be a multiple of the {world} ranks)"
+        )
+    if not lead:
+        log = lambda message: None  # noqa: E731 -- rank 0 speaks for the run
     device = torch.device(config.device)
     task = make_task(config.task, data_root=data_root, **config.task_options)
     impl = cell_impl(config.kernel) if device.type == "cpu" else "fast"  # the C++ kernel is CPU-only
@@ -324,6 +426,9 @@ def metatrain(
     progress: dict[str, Any] = {"config": config.to_dict(), "epochs_done": 0, "history": [], "train_seconds": 0.0}
     best_theta = {k: v.detach().clone() for k, v in theta.items()}
 
+    if lead:  # a run killed while writing leaves its temporary file behind
+        for stale in list(out.parent.glob(f".{ckpt.name}.*.tmp")) + list(out.parent.glob(f".{out.name}.*.tmp")):
+            stale.unlink(missing_ok=True)
     if ckpt.exists() and not resume:
         raise FileExistsError(f"A checkpoint of an unfinished run exists at {ckpt}: pass --resume, or delete it")
     if ckpt.exists():
@@ -342,57 +447,87 @@ def metatrain(
         progress.setdefault("resumed_after_epochs", []).append(progress["epochs_done"])
         log(f"resuming from {ckpt} after epoch {progress['epochs_done']}")
     else:
-        if log_file.exists():
+        if log_file.exists() and lead:
             log_file.unlink()
-        val = validate(theta, config, task, impl)  # epoch 0: the untrained rule
+        val = validate(theta, config, task, impl, group)  # epoch 0: the untrained rule
         progress["history"].append({"epoch": 0, "val": val})
         progress["best_epoch"], progress["best_val"] = 0, val
         log(f"epoch 0: validation {val:.4f} (untrained)")
 
-    bar = _progress_bar(config.epochs * config.runs_per_epoch, progress["epochs_done"] * config.runs_per_epoch)
-    for epoch in range(progress["epochs_done"] + 1, config.epochs + 1):
+    bar = _progress_bar(config.epochs * config.runs_per_epoch, progress["epochs_done"] * config.runs_per_epoch) if lead else None
+    per_step, share = config.problems_per_step, config.problems_per_step // world
+    rank = group.rank if group is not None else 0
+    stopped = None
+    while progress["epochs_done"] < config.epochs and stopped is None:
+        epoch = progress["epochs_done"] + 1
+        good = ({k: v.detach().clone() for k, v in theta.items()}, copy.deepcopy(meta_opt.state_dict()))
         started = time.perf_counter()
-        stats = []
-        for run in range(config.runs_per_epoch):
-            problem = task.sample(train_seed(config, epoch, run), config.device)
-            stats.append(train_run(theta, meta_opt, problem, config, impl))
+        totals = [0.0, 0.0, 0.0]  # meta-loss sum, unrolls counted, unrolls skipped
+        for first in range(0, config.runs_per_epoch, per_step):
+            mine = range(first + rank * share, first + (rank + 1) * share)  # this rank's share of the step's problems
+            problems = [task.sample(train_seed(config, epoch, run), config.device) for run in mine]
+            stats = train_runs(theta, meta_opt, problems, config, impl, group)
+            totals = [a + b for a, b in zip(totals, (stats["meta_loss_sum"], stats["meta_loss_count"], stats["skipped_unrolls"]))]
             if bar is not None:
-                bar.update(1)
+                bar.update(per_step)
+        if group is not None:
+            totals = group.sum_floats(totals, config.device)
         train_seconds = time.perf_counter() - started
-        val = validate(theta, config, task, impl)
+        val = validate(theta, config, task, impl, group)
         epoch_seconds = time.perf_counter() - started
-        improved = math.isfinite(val) and val < progress["best_val"]
-        if improved:
-            best_theta = {k: v.detach().clone() for k, v in theta.items()}
-            progress["best_epoch"], progress["best_val"] = epoch, val
         record = {
             "epoch": epoch,
-            "train_meta_loss": sum(s["meta_loss"] for s in stats) / len(stats),
-            "skipped_unrolls": sum(s["skipped_unrolls"] for s in stats),
+            "train_meta_loss": totals[0] / max(1.0, totals[1]),
+            "skipped_unrolls": int(totals[2]),
             "val": val,
-            "best_epoch": progress["best_epoch"],
             "train_seconds": round(train_seconds, 3),
             "epoch_seconds": round(epoch_seconds, 3),
             "optimizee_steps_per_s": round(config.runs_per_epoch * config.steps / train_seconds, 2),
         }
-        progress["history"].append(record)
-        progress["epochs_done"] = epoch
         progress["train_seconds"] += epoch_seconds
-        save_checkpoint(ckpt, progress, theta, best_theta, meta_opt)
-        with open(log_file, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        diverged = _divergence(config, record, progress["best_val"], unrolls=config.runs_per_epoch * -(-config.steps // config.unroll))
+        if diverged is not None:
+            reductions = progress.setdefault("lr_reductions", [])
+            with torch.no_grad():  # back to the state before this epoch
+                for k in theta:
+                    theta[k].copy_(good[0][k])
+            meta_opt.load_state_dict(good[1])
+            record["diverged"] = diverged
+            if len(reductions) >= config.max_lr_reductions:
+                stopped = f"diverged at epoch {epoch} after {len(reductions)} meta-learning-rate reductions ({diverged})"
+                progress["stopped"] = stopped
+            else:
+                new_lr = meta_opt.param_groups[0]["lr"] * config.divergence_lr_factor
+                for param_group in meta_opt.param_groups:
+                    param_group["lr"] = new_lr
+                reductions.append({"epoch": epoch, "reason": diverged, "meta_lr": new_lr})
+                log(f"epoch {epoch} diverged ({diverged}): restored the state before it, meta-lr now {new_lr:.3g}; redoing it")
+        else:
+            improved = val < progress["best_val"]
+            if improved:
+                best_theta = {k: v.detach().clone() for k, v in theta.items()}
+                progress["best_epoch"], progress["best_val"] = epoch, val
+            progress["epochs_done"] = epoch
+        record["best_epoch"] = progress["best_epoch"]
+        progress["history"].append(record)
+        if lead:
+            save_checkpoint(ckpt, progress, theta, best_theta, meta_opt)
+            with open(log_file, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
         if bar is not None:
             bar.set_postfix(val=f"{val:.3f}", best=f"{progress['best_val']:.3f}")
-        else:
+        elif diverged is None:
             log(
                 f"epoch {epoch}: meta-loss {record['train_meta_loss']:.4f}, validation {val:.4f} "
                 f"(best {progress['best_val']:.4f} at epoch {progress['best_epoch']}), {epoch_seconds:.1f} s"
             )
     if bar is not None:
         bar.close()
+    if stopped is not None:
+        log(f"stopped: {stopped}; keeping the best epoch")
 
     history = progress["history"]
-    trained = [h for h in history if "train_seconds" in h]
+    trained = [h for h in history if "train_seconds" in h and "diverged" not in h]
     card = {
         "name": name or out.name[: -len(".safetensors")],
         "description": f"Coordinatewise {config.net.cell.upper()} rule meta-trained on {config.task}",
@@ -417,15 +552,35 @@ def metatrain(
         "wall_time_s": round(progress["train_seconds"], 1),
         # a resumed run gives the weights of an uninterrupted one (tested); where it was interrupted is recorded
         "resumed_after_epochs": progress.get("resumed_after_epochs", []),
+        # divergences met: each restored the state before its epoch and lowered the meta-learning rate
+        "lr_reductions": progress.get("lr_reductions", []),
+        "stopped": progress.get("stopped"),
+        "ranks": world,
         "cell_implementation": {"cpp": "C++ element-wise kernel (kernels.py)", "fast": "nets.lstm_cell_fast"}[impl],
         "package_version": __version__,
         "torch_version": torch.__version__,
         "device": _device_name(device),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if group is not None:
+        group.barrier()
+    if not lead:
+        return out
     save_weights(out, best_theta, config.net, card)
     log(f"wrote {out} (best epoch {progress['best_epoch']}, validation {progress['best_val']:.4f})")
     return out
+
+
+def _divergence(config: MetaTrainConfig, record: dict[str, Any], best: float, unrolls: int) -> str | None:
+    """Why an epoch counts as diverged, or None: validation not finite, far above the best, or most unrolls skipped."""
+    val = record["val"]
+    if not math.isfinite(val):
+        return "validation is not finite"
+    if config.divergence_factor > 0 and val > config.divergence_factor * best:
+        return f"validation {val:.4g} > {config.divergence_factor:g} x best {best:.4g}"
+    if record["skipped_unrolls"] > unrolls / 2:
+        return f"{record['skipped_unrolls']} of {unrolls} unrolls non-finite"
+    return None
 
 
 def _device_name(device: torch.device) -> str:
@@ -469,6 +624,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--device", default=defaults.device, help="cpu or cuda")
     group.add_argument("--kernel", default=defaults.kernel, help="LSTM cell on the CPU: auto (C++ where it builds), cpp or python")
+    group.add_argument("--problems-per-step", type=int, default=defaults.problems_per_step,
+                       help="problems per meta-update, their meta-gradients averaged; under torchrun, split across the ranks")
+    group.add_argument("--divergence-factor", type=float, default=defaults.divergence_factor,
+                       help="an epoch validating above this x the best so far has diverged (0: off)")
+    group.add_argument("--divergence-lr-factor", type=float, default=defaults.divergence_lr_factor,
+                       help="after a divergence: restore the state before the epoch and multiply the meta-lr by this")
+    group.add_argument("--max-lr-reductions", type=int, default=defaults.max_lr_reductions,
+                       help="divergences tolerated before the run stops and keeps its best epoch")
     group = parser.add_argument_group("network")
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)
@@ -523,6 +686,10 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         seed=args.seed,
         device=args.device,
         kernel=args.kernel,
+        problems_per_step=args.problems_per_step,
+        divergence_factor=args.divergence_factor,
+        divergence_lr_factor=args.divergence_lr_factor,
+        max_lr_reductions=args.max_lr_reductions,
     )
 
 
@@ -530,8 +697,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
     try:
         config = config_from_args(args)
+        if distributed:
+            import torch.distributed as dist
+
+            if config.device.startswith("cuda"):
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # "cuda" is this rank's GPU
+            dist.init_process_group("nccl" if config.device.startswith("cuda") else "gloo")
         metatrain(
             config,
             args.out,
@@ -542,6 +716,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (ValueError, TypeError, DataNotFoundError, FileExistsError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
     return 0
 
 

@@ -104,7 +104,7 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
     straight = metatrain(config, tmp_path / "a.safetensors", log=lambda m: None)
 
     calls = {"n": 0}
-    real = mt.train_run
+    real = mt.train_runs  # one call per meta-batch of problems: here, per run
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -112,10 +112,10 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mt, "train_run", dying)
+    monkeypatch.setattr(mt, "train_runs", dying)
     with pytest.raises(KeyboardInterrupt):
         metatrain(config, tmp_path / "b.safetensors", log=lambda m: None)
-    monkeypatch.setattr(mt, "train_run", real)
+    monkeypatch.setattr(mt, "train_runs", real)
     assert checkpoint_path(tmp_path / "b.safetensors").exists()
     with pytest.raises(FileExistsError, match="pass --resume"):
         metatrain(config, tmp_path / "b.safetensors", log=lambda m: None)
