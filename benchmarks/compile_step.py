@@ -6,8 +6,8 @@
 
 For each model size (one flat parameter; the step cost depends only on the number
 of coordinates), the time of ``opt.step()`` after warm-up, eager and compiled; the
-time the compiled optimizer's first steps took (the compilation, in a fresh
-in-process cache; inductor's on-disk cache may still be warm from earlier runs); and the number
+time the compiled optimizer's first steps took (a cold compilation: dynamo reset and
+inductor's caches off, as on a user's first run); and the number
 of steps after which compiling has paid for itself. Also the largest difference
 between the parameters after 5 steps of each, on the same gradients.
 """
@@ -36,7 +36,10 @@ def measure(numel: int, device: str, repeats: int, compile: bool) -> dict[str, f
     gen = torch.Generator().manual_seed(0)
     param = torch.nn.Parameter(torch.randn(numel, generator=gen).to(device))
     grads = [torch.randn(numel, generator=gen).to(device) * 1e-2 for _ in range(3)]
-    if compile:  # compile afresh for every size: the first steps then show the compilation's cost
+    if compile:  # compile afresh for every size, caches off: the first steps show a cold compilation's cost
+        import torch._inductor.config as inductor_config
+
+        inductor_config.force_disable_caches = True
         torch._dynamo.reset()
         optimizer_module._COMPILED = None
     opt = LearnedOptimizer([param], compile=compile)
