@@ -151,6 +151,8 @@ def test_metatrain_on_cuda(tmp_path):
         (["--task", "quadratic", "--hidden", "20"], "--hidden does not apply to task 'quadratic'"),
         (["--task", "mnist_mlp", "--data-root", "/nonexistent/data"], "MNIST not found under /nonexistent/data"),
         (["--task", "quadratic", "--epochs", "x"], "invalid int value"),
+        (["--task", "quadratic", "--problems-per-step", "3"], "Invalid problems_per_step: 3 (must divide runs_per_epoch, 20)"),
+        (["--task", "quadratic", "--divergence-lr-factor", "2"], "Invalid divergence_lr_factor: 2.0"),
         (["--task", "quadratic", "--device", "cuda:7"] if not torch.cuda.is_available() else ["--task", "quadratic", "--lr", "0"], "Invalid"),
     ],
 )
