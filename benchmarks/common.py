@@ -88,8 +88,30 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def draw_curves(ax, curves: dict[str, tuple[Sequence[float], Sequence[float] | None]], title: str, legend: bool = True,
+                ylabel: str = "training loss") -> None:
+    """Mean loss per step (name -> (mean, standard error or None)) with a shaded ± s.e. band, log scale."""
+    for name, (mean, se) in curves.items():
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        if not torch.isfinite(mean).any():
+            continue
+        steps = torch.arange(mean.numel())
+        dashed = "--" if name.startswith(("LSTM", "l2l", "Learned")) else "-"
+        (line,) = ax.plot(steps, mean, dashed, label=name)
+        if se is not None:
+            se = torch.as_tensor(se, dtype=torch.float64)
+            ax.fill_between(steps, (mean - se).clamp_min(1e-12), mean + se, color=line.get_color(), alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7)
+
+
 def plot_curves(curves: dict[str, torch.Tensor], path: Path, title: str, ylabel: str = "training loss") -> bool:
-    """Mean loss per step with a shaded ± standard-error band, log scale; False if no matplotlib."""
+    """Runs (seeds × steps) per optimizer as mean ± s.e. curves; diverged runs left out and counted. False if no matplotlib."""
     try:
         import matplotlib
 
@@ -98,25 +120,18 @@ def plot_curves(curves: dict[str, torch.Tensor], path: Path, title: str, ylabel:
     except ImportError:
         print(f"matplotlib is not installed: skipping {path.name}", file=sys.stderr)
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    summary = {}
     for name, runs in curves.items():
         runs = runs.double()
         finite = torch.isfinite(runs).all(dim=1)
         if not finite.any():
             continue
         runs = runs[finite]
-        steps = torch.arange(runs.shape[1])
-        mean = runs.mean(0)
-        se = runs.std(0) / math.sqrt(runs.shape[0]) if runs.shape[0] > 1 else torch.zeros_like(mean)
-        dashed = "--" if name.startswith(("LSTM", "l2l", "Learned")) else "-"
-        (line,) = ax.plot(steps, mean, dashed, label=name + ("" if finite.all() else f" ({int((~finite).sum())} diverged runs left out)"))
-        ax.fill_between(steps, (mean - se).clamp_min(1e-12), mean + se, color=line.get_color(), alpha=0.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+        se = (runs.std(0) / math.sqrt(runs.shape[0])).tolist() if runs.shape[0] > 1 else None
+        label = name + ("" if finite.all() else f" ({int((~finite).sum())} diverged runs left out)")
+        summary[label] = (runs.mean(0).tolist(), se)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    draw_curves(ax, summary, title, ylabel=ylabel)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -53,6 +53,32 @@ def train(problem, make_optimizer: OptimizerFactory, steps: int) -> torch.Tensor
     return losses
 
 
+def train_and_evaluate(
+    problem, make_optimizer: OptimizerFactory, steps: int, evaluate_at: Sequence[int] = ()
+) -> tuple[torch.Tensor, dict[int, dict[str, float] | None]]:
+    """``train``, and ``problem.evaluate()`` after each step count in ``evaluate_at`` (None once diverged).
+
+    A run's first k steps do not depend on how long it goes on, so one run of the
+    longest horizon gives the results of every shorter one.
+    """
+    optimizer = make_optimizer(problem.model.parameters())
+    losses = torch.full((steps,), float("inf"))
+    evaluations: dict[int, dict[str, float] | None] = {k: None for k in evaluate_at}
+    for t in range(steps):
+        if t in evaluations:
+            evaluations[t] = problem.evaluate()
+        optimizer.zero_grad(set_to_none=True)
+        loss = problem.loss(t)
+        if not torch.isfinite(loss):
+            return losses, evaluations
+        losses[t] = loss.detach()
+        loss.backward()
+        optimizer.step()
+    if steps in evaluations:
+        evaluations[steps] = problem.evaluate()
+    return losses, evaluations
+
+
 def score(losses: torch.Tensor) -> float:
     """The tuning objective: the sum of losses over the run (inf if it diverged)."""
     total = float(losses.sum())

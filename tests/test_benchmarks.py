@@ -79,3 +79,51 @@ def test_demo_runs_and_prints_the_comparison(capsys, tiny_rule):
     assert demo.main(["--weights", tiny_rule, "--steps", "5", "--seeds", "2", "--tune-seeds", "1", "--tasks", "quadratic"]) == 0
     out = capsys.readouterr().out
     assert "LearnedOptimizer" in out and "Adam (lr=1e-3, its default)" in out and "tuned" in out
+
+
+@needs_mnist
+def test_deep_wide_quick_writes_tables_plots_and_a_summary(tmp_path, tiny_rule):
+    from benchmarks import deep_wide
+
+    assert deep_wide.main(["--quick", "--out", str(tmp_path), "--weights", tiny_rule]) == 0
+    data = json.loads((tmp_path / "deep_wide.json").read_text())
+    assert set(data["cells"]) == {"1x20", "2x20"} and data["settings"]["horizons"] == [5, 10]
+    for cell in data["cells"].values():
+        for horizon in ("5", "10"):
+            results = cell["results"][horizon]
+            assert {"Adam", "RMSprop", "SGD", "NAG"} == {k.split(" (")[0] for k in results if k.endswith("tuned)")}
+            assert f"LearnedOptimizer ({tiny_rule})" in results and "Adam (lr=1e-3, default)" in results
+            # the shorter horizon is read off the same runs: its curve is the longer one's prefix
+        learned = f"LearnedOptimizer ({tiny_rule})"
+        assert cell["results"]["5"][learned]["curve_mean"] == cell["results"]["10"][learned]["curve_mean"][:5]
+    summary = data["summary"][f"{tiny_rule}@10"]
+    assert summary["cells"] == 2 and 0 <= summary["beats_tuned_adam"] <= 2
+    assert (tmp_path / "deep_wide_10.png").stat().st_size > 1000
+    for key in ("command", "git_commit", "device", "wall_time_s"):
+        assert key in data["provenance"]
+    # --resume reuses the finished cells
+    (tmp_path / "deep_wide.json").unlink()
+    assert deep_wide.main(["--quick", "--out", str(tmp_path), "--weights", tiny_rule, "--resume"]) == 0
+    assert json.loads((tmp_path / "deep_wide.json").read_text())["cells"] == data["cells"]
+
+
+def test_deep_wide_cells_parse():
+    from benchmarks.deep_wide import CELLS, cell_name, parse_cells
+
+    assert len(CELLS) == 13 and parse_cells("2x100,1x20-relu") == [(2, 100, "sigmoid"), (1, 20, "relu")]
+    with pytest.raises(ValueError, match="Invalid cell"):
+        parse_cells("wide")
+    assert cell_name((1, 20, "relu")) == "1x20-relu"
+
+
+def test_step_cost_quick_writes_its_result_files(tmp_path):
+    from benchmarks import step_cost
+
+    assert step_cost.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "step_cost.json").read_text())
+    row = data["rows"][0]
+    learned = row["optimizers"]["LearnedOptimizer"]
+    assert learned["state_bytes_per_parameter"] == 4 * 4 * 20  # h0, c0, h1, c1 in float32
+    assert row["optimizers"]["Adam (foreach)"]["state_bytes_per_parameter"] == 8
+    assert 0 < learned["fraction_of_matmul_throughput"] and learned["step_s"] > 0
+    assert data["rule_flops_per_coordinate"] > 10_000

@@ -1,0 +1,196 @@
+"""What an optimizer step costs: LearnedOptimizer against Adam and SGD, from 1e4 to 1e7 parameters.
+
+    python -m benchmarks.step_cost               # CPU, 1e4 .. 1e7 parameters (a few minutes on 2 cores)
+    python -m benchmarks.step_cost --quick
+    python -m benchmarks.step_cost --device cuda --sizes 1e5 1e6 1e7 1e8
+
+Models: MNIST-shaped MLPs 784 → w → 10 with w picked for the size. Per model and
+optimizer: the median time of ``opt.step()`` after warm-up, optimizer-state bytes
+per parameter, and the step time as a fraction of one forward+backward pass of
+the model on a batch of 128 (what a user feels). For LearnedOptimizer also the
+achieved throughput, counted as the rule network's FLOPs per coordinate (the
+matrix products of the LSTM layers and the readout, plus the element-wise gate
+work) times the coordinates per second, divided by the throughput of a large
+float32 matrix product measured in the same run: the distance from the machine's limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from learned_optim import LearnedOptimizer
+from learned_optim.nets import NetConfig
+
+from .common import DEFAULT_OUT, markdown_table, provenance, write_json
+
+
+def rule_flops_per_coordinate(config: NetConfig, features: int = 2) -> int:
+    """Multiply-adds ×2 of every layer's gate matmul on [input, h, 1] and the readout, plus ~10 FLOPs per gate value."""
+    gates = 4 if config.cell == "lstm" else 3
+    flops, width = 0, features
+    for _ in range(config.num_layers):
+        flops += 2 * gates * config.hidden_size * (width + config.hidden_size + 1)
+        flops += 10 * gates * config.hidden_size  # activations and the cell update
+        width = config.hidden_size
+    return flops + 2 * (config.hidden_size + 1)
+
+
+def mlp_for(numel: int) -> torch.nn.Module:
+    width = max(1, round((numel - 10) / (784 + 1 + 10)))
+    return torch.nn.Sequential(torch.nn.Linear(784, width), torch.nn.ReLU(), torch.nn.Linear(width, 10))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median seconds of fn() over repeats, after one warm-up call."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def matmul_flops(device: str) -> float:
+    n = 2048 if device == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / timed(lambda: a @ b, device, 5)
+
+
+def optimizers(device: str) -> dict:
+    cuda = device.startswith("cuda")
+    return {
+        "LearnedOptimizer": lambda p: LearnedOptimizer(p),
+        "Adam" + (" (fused)" if cuda else " (foreach)"): lambda p: torch.optim.Adam(p, lr=1e-3, **({"fused": True} if cuda else {"foreach": True})),
+        "SGD": lambda p: torch.optim.SGD(p, lr=1e-2),
+    }
+
+
+def measure(numel: int, device: str, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = mlp_for(numel).to(device)
+    params = list(model.parameters())
+    count = sum(p.numel() for p in params)
+    x, y = torch.randn(128, 784, device=device), torch.randint(0, 10, (128,), device=device)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+
+    fwd_bwd = timed(forward_backward, device, repeats)
+    forward_backward()  # leave gradients in place for the steps
+    row = {"parameters": count, "forward_backward_s": fwd_bwd, "optimizers": {}}
+    for name, make in optimizers(device).items():
+        opt = make(params)
+        step = timed(opt.step, device, repeats)
+        state_bytes = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0)
+        row["optimizers"][name] = {
+            "step_s": step,
+            "state_bytes_per_parameter": state_bytes / count,
+            "step_over_forward_backward": step / fwd_bwd,
+        }
+        with torch.no_grad():  # undo the steps' drift so every optimizer sees the same model
+            torch.manual_seed(0)
+            reference = mlp_for(numel).to(device)
+            for p, q in zip(params, reference.parameters()):
+                p.copy_(q)
+        del opt
+    return row
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_cost", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e4, 1e5, 1e6, 1e7])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeats = [1e4], 2
+    started = time.perf_counter()
+    peak = matmul_flops(args.device)
+    flops = rule_flops_per_coordinate(NetConfig())
+    rows = [measure(int(size), args.device, args.repeats) for size in args.sizes]
+    for row in rows:
+        learned = row["optimizers"]["LearnedOptimizer"]
+        learned["achieved_flops"] = flops * row["parameters"] / learned["step_s"]
+        learned["fraction_of_matmul_throughput"] = learned["achieved_flops"] / peak
+        adam = next(v for k, v in row["optimizers"].items() if k.startswith("Adam"))
+        learned["step_over_adam"] = learned["step_s"] / adam["step_s"]
+    data = {
+        "matmul_flops_per_s": peak,
+        "rule_flops_per_coordinate": flops,
+        "rows": rows,
+        "provenance": provenance("benchmarks.step_cost", argv, args.device, started),
+    }
+    out = Path(args.out)
+    suffix = "" if args.device == "cpu" else "_" + args.device.replace(":", "")
+    write_json(out / f"step_cost{suffix}.json", data)
+    table = []
+    for row in rows:
+        for name, r in row["optimizers"].items():
+            table.append([f"{row['parameters']:.2e}", name, f"{r['step_s'] * 1e3:.3g}", f"{r['state_bytes_per_parameter']:.0f}",
+                          f"{r['step_over_forward_backward']:.3g}", f"{r['step_over_adam']:.3g}" if "step_over_adam" in r else "",
+                          f"{r['fraction_of_matmul_throughput']:.1%}" if "fraction_of_matmul_throughput" in r else ""])
+    text = "\n".join([
+        "# Optimizer step cost",
+        "",
+        f"`{data['provenance']['command']}` — commit `{data['provenance']['git_commit']}`, {data['provenance']['device']}.",
+        "",
+        f"Median of {args.repeats} steps after a warm-up. Rule network: {flops} FLOPs per coordinate; float32 matmul in the "
+        f"same run: {peak / 1e9:.1f} GFLOP/s.",
+        "",
+        markdown_table(["parameters", "optimizer", "step (ms)", "state bytes / parameter", "step / (fwd+bwd, batch 128)",
+                        "step / Adam's", "of matmul throughput"], table),
+        "",
+        f"![step time](step_cost{suffix}.png)",
+    ])
+    plot(rows, out / f"step_cost{suffix}.png", data["provenance"]["device"])
+    (out / f"step_cost{suffix}.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def plot(rows, path: Path, device: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sizes = [r["parameters"] for r in rows]
+    for name in rows[0]["optimizers"]:
+        ax.plot(sizes, [r["optimizers"][name]["step_s"] * 1e3 for r in rows], "o-", label=name)
+    ax.plot(sizes, [r["forward_backward_s"] * 1e3 for r in rows], "k:", label="forward+backward, batch 128")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("ms")
+    ax.set_title(f"step time, {device}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
