@@ -127,3 +127,18 @@ def test_step_cost_quick_writes_its_result_files(tmp_path):
     assert row["optimizers"]["Adam (foreach)"]["state_bytes_per_parameter"] == 8
     assert 0 < learned["fraction_of_matmul_throughput"] and learned["step_s"] > 0
     assert data["rule_flops_per_coordinate"] > 10_000
+
+
+@needs_mnist
+def test_paper_sweep_quick_meta_trains_each_rate_and_reuses_finished_runs(tmp_path):
+    from benchmarks import paper
+
+    assert paper.main(["--quick", "--part", "sweep", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "paper.json").read_text())
+    assert [(r["grid"], r["meta_lr"]) for r in data["sweep"].values()] == [("fine", 0.002), ("fine", 0.003), ("coarse", 1.0), ("coarse", 0.3)]
+    assert all(r["best_validation"] <= r["untrained_validation"] for r in data["sweep"].values())
+    runs = sorted((tmp_path / "paper_sweep").glob("*.safetensors"))
+    stamps = {p: p.stat().st_mtime_ns for p in runs}
+    assert paper.main(["--quick", "--part", "sweep", "--out", str(tmp_path)]) == 0  # a second call trains nothing
+    assert {p: p.stat().st_mtime_ns for p in runs} == stamps
+    assert "| fine | 0.002 | 1 |" in (tmp_path / "paper.md").read_text()
