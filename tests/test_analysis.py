@@ -1,0 +1,100 @@
+"""The reverse-engineering tools recover what is known of hand-designed rules, and run on learned ones."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from learned_optim.analysis import (
+    Adam,
+    ClippedGradientDescent,
+    GradientDescent,
+    LearnedRule,
+    Momentum,
+    RMSProp,
+    autonomous,
+    effective_lr,
+    fixed_points,
+    linearize,
+    saturation,
+    update_function,
+)
+
+F64 = dict(dtype=torch.float64)
+
+
+@given(lr=st.floats(1e-4, 1.0))
+def test_gradient_descent_effective_lr_is_its_lr(lr):
+    rule = GradientDescent(lr)
+    assert float(effective_lr(rule, rule.init_state(1)[0])) == pytest.approx(lr, rel=1e-12)
+    grads = torch.linspace(-3, 3, 7, **F64)
+    torch.testing.assert_close(update_function(rule, rule.init_state(1)[0], grads), -lr * grads)
+    assert not saturation(rule, rule.init_state(1)[0]).saturates
+
+
+@settings(max_examples=10)
+@given(lr=st.floats(1e-4, 1.0), beta=st.floats(0.05, 0.99))
+def test_momentum_fixed_point_eigenvalue_is_beta_and_mode_lr_is_alpha(lr, beta):
+    rule = Momentum(lr, beta)
+    found = fixed_points(rule, torch.randn(6, 1, generator=torch.Generator().manual_seed(0), **F64), iterations=1000, lr=0.05)
+    assert len(found.points) == 1 and abs(float(found.points[0, 0])) < 1e-3  # the only fixed point at g* = 0 is h = 0
+    lin = linearize(rule, found.points[0])
+    assert complex(lin.eigenvalues[0]).real == pytest.approx(beta, rel=1e-9)
+    assert complex(lin.mode_lrs[0]).real == pytest.approx(lr, rel=1e-9)
+    assert float(lin.timescales[0]) == pytest.approx(-1 / math.log(beta), rel=1e-9)
+
+
+def test_momentum_fixed_point_moves_with_a_constant_gradient():
+    """For g* != 0 the fixed point is h* = g*/(1 - β): the S-curve of a linear rule is a line."""
+    rule = Momentum(0.1, 0.8)
+    for g_star in (-2.0, 0.5, 3.0):
+        found = fixed_points(rule, torch.zeros(1, 1, **F64), g_star=g_star, iterations=1500, lr=0.2)
+        assert float(found.points[0, 0]) == pytest.approx(g_star / 0.2, rel=1e-4)
+
+
+@given(clip=st.floats(0.1, 20.0))
+def test_the_clipping_threshold_is_found(clip):
+    rule = ClippedGradientDescent(0.1, clip)
+    found = saturation(rule, rule.init_state(1)[0], g_max=100.0)
+    assert found.saturates and abs(found.threshold - clip) <= 0.03 and found.max_update == pytest.approx(0.1 * clip)
+
+
+def test_rmsprop_effective_lr_falls_as_its_state_grows():
+    rule = RMSProp(0.01)
+    states = torch.tensor([[1e-4], [1e-2], [1.0], [1e2]], **F64)
+    lrs = effective_lr(rule, states)
+    assert (lrs[1:] < lrs[:-1]).all()
+    assert float(lrs[2]) == pytest.approx(0.01 / (math.sqrt(0.9) + 1e-8), rel=1e-9)
+
+
+def test_adam_has_two_modes_at_its_betas():
+    lin = linearize(Adam(0.01), torch.tensor([0.0, 1.0], **F64))
+    assert sorted(complex(e).real for e in lin.eigenvalues) == pytest.approx([0.9, 0.999])
+
+
+def test_autonomous_dynamics_of_a_decaying_state():
+    """With g = 0 momentum's state decays as β^t: the trajectory shows it."""
+    rule = Momentum(0.1, 0.5)
+    run = autonomous(rule, steps=5, h0=torch.tensor([1.0], **F64))
+    torch.testing.assert_close(run.states[:, 0], torch.tensor([0.5**t for t in range(6)], **F64))
+    torch.testing.assert_close(run.effective_lrs, torch.full((6,), 0.1, **F64))
+
+
+def test_tools_run_on_a_shipped_learned_rule():
+    """The learned rule goes through the package's own step: its fixed point at g = 0 is found and linearized."""
+    rule = LearnedRule("default")
+    run = autonomous(rule, steps=40)
+    assert run.states.shape == (41, rule.state_size) and torch.isfinite(run.effective_lrs).all()
+    start = run.states[-4:] + 0.01 * torch.randn(4, rule.state_size, generator=torch.Generator().manual_seed(0), **F64)
+    found = fixed_points(rule, start, iterations=400)
+    assert len(found.points) >= 1 and float(found.residuals.max()) < 1e-8
+    lin = linearize(rule, found.points[0])
+    assert lin.jacobian_h.shape == (rule.state_size, rule.state_size)
+    assert float(lin.eigenvalues.abs().max()) < 1.0  # a stable fixed point: the state forgets
+    # the modes reproduce the linearized impulse response rh · J^(k-1) · jg = Σ_i -α_i λ_i^k
+    k = 3
+    direct = float(lin.readout_h @ torch.linalg.matrix_power(lin.jacobian_h, k - 1) @ lin.jacobian_g)
+    via_modes = complex((-lin.mode_lrs * lin.eigenvalues**k).sum())
+    assert via_modes.real == pytest.approx(direct, rel=1e-6, abs=1e-12) and abs(via_modes.imag) < 1e-9
