@@ -608,7 +608,7 @@ def _positive_ints(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m learned_optim.metatrain", description=__doc__.split("\n\n")[0])
     defaults, net_defaults = MetaTrainConfig(), NetConfig()
-    parser.add_argument("--task", default=defaults.task, help="task to meta-train on: quadratic or mnist_mlp")
+    parser.add_argument("--task", default=defaults.task, help="task to meta-train on: " + ", ".join(TASK_FLAGS))
     parser.add_argument("--out", required=True, help="weight file to write (NAME.safetensors; the card goes to NAME.json)")
     parser.add_argument("--name", default=None, help="name recorded in the card (default: the file name)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
@@ -648,7 +648,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TASK_FLAGS = {"quadratic": ("dim", "init"), "mnist_mlp": ("hidden", "activation", "batch_size")}
+TASK_FLAGS = {
+    "quadratic": ("dim", "init"),
+    "mnist_mlp": ("hidden", "activation", "batch_size"),
+    "linreg": ("dim",),
+    "rosenbrock": (),
+    "two_moons": ("hidden",),
+    "mnist_cnn": ("batch_size",),
+}
 
 
 def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:

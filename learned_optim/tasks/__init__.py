@@ -10,10 +10,19 @@ from typing import Any
 
 from .base import EVAL_SEEDS, TRAIN_SEED_START, TUNING_SEEDS, VALIDATION_SEEDS, Problem, Task
 from .data import DataNotFoundError
-from .mnist import MNISTMLPConfig, MNISTMLPTask
+from .mnist import MNISTCNNConfig, MNISTCNNTask, MNISTMLPConfig, MNISTMLPTask
 from .quadratic import QuadraticConfig, QuadraticTask
+from .toy import LinRegConfig, LinRegTask, RosenbrockConfig, RosenbrockTask, TwoMoonsConfig, TwoMoonsTask
 
-TASKS: dict[str, type[Task]] = {"quadratic": QuadraticTask, "mnist_mlp": MNISTMLPTask}
+TASKS: dict[str, type[Task]] = {
+    "quadratic": QuadraticTask,
+    "mnist_mlp": MNISTMLPTask,
+    # the four tasks of Maheswaranathan et al. (2021)
+    "linreg": LinRegTask,
+    "rosenbrock": RosenbrockTask,
+    "two_moons": TwoMoonsTask,
+    "mnist_cnn": MNISTCNNTask,
+}
 
 
 def make_task(name: str, data_root: Any = None, **options: Any) -> Task:
@@ -21,7 +30,7 @@ def make_task(name: str, data_root: Any = None, **options: Any) -> Task:
     if name not in TASKS:
         raise ValueError(f"Unknown task: {name!r} (available: {', '.join(sorted(TASKS))})")
     cls = TASKS[name]
-    if cls is MNISTMLPTask:
+    if cls in (MNISTMLPTask, MNISTCNNTask):
         return cls(data_root=data_root, **options)
     return cls(**options)
 
@@ -32,10 +41,18 @@ __all__ = [
     "TUNING_SEEDS",
     "VALIDATION_SEEDS",
     "DataNotFoundError",
+    "LinRegConfig",
+    "LinRegTask",
+    "MNISTCNNConfig",
+    "MNISTCNNTask",
     "MNISTMLPConfig",
     "MNISTMLPTask",
     "Problem",
     "QuadraticConfig",
+    "RosenbrockConfig",
+    "RosenbrockTask",
+    "TwoMoonsConfig",
+    "TwoMoonsTask",
     "QuadraticTask",
     "Task",
     "TASKS",

@@ -91,3 +91,47 @@ class MNISTMLPTask(Task):
         model = mlp((784, *self.config.hidden, 10), self.config.activation, gen).to(device)
         x, y = data.mnist(self.data_root, "train", device)
         return MNISTProblem(model, seed, x, y, self.config.batch_size, self.data_root)
+
+
+# -- the CNN of Maheswaranathan et al. (2021) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class MNISTCNNConfig:
+    channels: int = 16  # of each of the three 3×3 convolutions (valid padding, ReLU)
+    batch_size: int = 100  # training images per step, as in the paper
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Invalid {name}: {value!r} (must be an int >= 1)")
+
+
+def cnn(channels: int, generator: torch.Generator | None = None) -> nn.Sequential:
+    """Three 3×3 convolutions (28 → 26 → 24 → 22) with ReLU, then a dense layer: 82,250 parameters at 16 channels."""
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, 28, 28))]
+    for fan_in in (1, channels, channels):
+        conv = nn.Conv2d(fan_in, channels, 3)
+        bound = 1.0 / math.sqrt(fan_in * 9)
+        with torch.no_grad():
+            conv.weight.uniform_(-bound, bound, generator=generator)
+            conv.bias.uniform_(-bound, bound, generator=generator)
+        layers += [conv, nn.ReLU()]
+    dense = mlp((channels * 22 * 22, 10), "relu", generator)
+    return nn.Sequential(*layers, nn.Flatten(), dense)
+
+
+class MNISTCNNTask(Task):
+    name = "mnist_cnn"
+
+    def __init__(self, config: MNISTCNNConfig | None = None, data_root=None, **options) -> None:
+        super().__init__(config or MNISTCNNConfig(**options))
+        self.data_root = data_root
+        data.mnist(data_root, "train")  # fail now, with the one-line message, if the data is missing
+
+    def sample(self, seed: int, device: torch.device | str = "cpu") -> MNISTProblem:
+        gen = torch.Generator().manual_seed(seed)
+        model = cnn(self.config.channels, gen).to(device)
+        x, y = data.mnist(self.data_root, "train", device)
+        return MNISTProblem(model, seed, x, y, self.config.batch_size, self.data_root)
