@@ -1,5 +1,6 @@
 """The reverse-engineering tools recover what is known of hand-designed rules, and run on learned ones."""
 
+import json
 import math
 
 import pytest
@@ -98,3 +99,20 @@ def test_tools_run_on_a_shipped_learned_rule():
     direct = float(lin.readout_h @ torch.linalg.matrix_power(lin.jacobian_h, k - 1) @ lin.jacobian_g)
     via_modes = complex((-lin.mode_lrs * lin.eigenvalues**k).sum())
     assert via_modes.real == pytest.approx(direct, rel=1e-6, abs=1e-12) and abs(via_modes.imag) < 1e-9
+
+
+def test_analyze_cli_writes_figures_and_a_summary(tmp_path):
+    from learned_optim import analyze
+
+    out = tmp_path / "report"
+    assert analyze.main(["l2l-quadratic", "--task", "quadratic", "--out", str(out), "--problems", "1", "--steps", "10",
+                         "--fp-iterations", "50"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rule"] == "l2l-quadratic" and summary["steps"] == 10
+    assert set(summary) >= {"momentum", "clipping", "schedule", "adaptation", "gradient_magnitude_quantiles"}
+    for name in ("fig2_hand_designed", "fig3_momentum", "fig4_clipping", "fig5_schedule"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    assert "# What `l2l-quadratic` does on quadratic" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit) as info:
+        analyze.main(["no-such-rule", "--out", str(out)])
+    assert info.value.code == 2

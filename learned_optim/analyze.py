@@ -1,0 +1,291 @@
+"""Look inside an update rule: ``python -m learned_optim.analyze WEIGHTS --task TASK --out DIR``.
+
+Runs the rule (through LearnedOptimizer) on a few problems of the task, records
+the states and gradients of a sample of coordinates, and applies the tools of
+``learned_optim.analysis`` (after Maheswaranathan et al., 2021). Writes PNG figures
+and a summary of the mechanisms found (JSON and Markdown):
+
+- fig2_hand_designed.png: update functions of the hand-designed rules, for reference
+- fig3_momentum.png: visited states (PCA) with the fixed point at g = 0, and the
+  eigenvalues of the linearized dynamics there, coloured by each mode's learning rate
+- fig4_clipping.png: the update function at the initial state over the gradients
+  the task produces, with their density
+- fig5_schedule.png: the effective learning rate along the autonomous trajectory
+- fig6_adaptation.png: fixed points for constant gradients g* (the S-curve, in
+  PCA coordinates) and the effective learning rate at each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import analysis
+from .optimizer import LearnedOptimizer
+from .tasks import EVAL_SEEDS, DataNotFoundError, make_task
+
+
+def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, coords: int = 256):
+    """States (seeds, steps + 1, coords, D) and gradients (seeds, steps, coords) of a fixed sample of coordinates."""
+    states, grads = [], []
+    for seed in seeds:
+        problem = task.sample(seed)
+        params = list(problem.model.parameters())
+        total = sum(p.numel() for p in params)
+        pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(coords, total)]
+        opt = LearnedOptimizer(params, weights=rule.weights, implementation="reference", state_dtype=torch.float64)
+        run_states, run_grads = [rule.init_state(len(pick))], []
+        for t in range(steps):
+            opt.zero_grad()
+            problem.loss(t).backward()
+            run_grads.append(torch.cat([p.grad.reshape(-1) for p in params])[pick].double())
+            opt.step()
+            flat = torch.cat([torch.cat([opt.state[p][n] for n in rule.config.state_names], dim=1) for p in params])
+            run_states.append(flat[pick])
+        states.append(torch.stack(run_states))
+        grads.append(torch.stack(run_grads))
+    return torch.stack(states), torch.stack(grads)
+
+
+def pca(points: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean, components (k, D), explained variance ratios (k,)) of points (N, D)."""
+    mean = points.mean(0)
+    _, s, v = torch.linalg.svd(points - mean, full_matrices=False)
+    ratios = s**2 / (s**2).sum()
+    return mean, v[:k], ratios[:k]
+
+
+def secant_lr(rule, h: torch.Tensor, g: float) -> float:
+    """−(Δx(g) − Δx(−g)) / 2g: the step size the rule takes for gradients of magnitude g in state h."""
+    both = analysis.update_function(rule, h, torch.tensor([g, -g], dtype=h.dtype))
+    return float(-(both[0] - both[1]) / (2 * g))
+
+
+def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_iterations: int = 1000) -> dict:
+    states, grads = record(rule, task, seeds, steps)
+    visited = states.reshape(-1, rule.state_size)
+    magnitudes = grads.abs().reshape(-1)
+    g_hi = float(torch.quantile(magnitudes, 0.999)) if magnitudes.numel() else 1.0
+    h0 = rule.init_state(1)[0]
+
+    # momentum: the fixed point at g = 0, searched from the end of the autonomous trajectory (where a stable
+    # one draws the state) and from states the runs ended in
+    schedule = analysis.autonomous(rule, max(steps, 200))
+    ends = states[:, -1].reshape(-1, rule.state_size)
+    picked = ends[torch.randperm(ends.shape[0], generator=torch.Generator().manual_seed(0))[:12]]
+    starts = torch.cat([schedule.states[-4:], picked])
+    found = analysis.fixed_points(rule, starts, 0.0, iterations=fp_iterations)
+    modes = []
+    lin = None
+    if len(found.points):
+        lin = analysis.linearize(rule, found.points[0])
+        order = torch.argsort(lin.eigenvalues.abs(), descending=True)
+        for i in order[:5].tolist():
+            modes.append({
+                "eigenvalue": [lin.eigenvalues[i].real.item(), lin.eigenvalues[i].imag.item()],
+                "timescale_steps": float(lin.timescales[i]),
+                "learning_rate": lin.mode_lrs[i].real.item(),
+            })
+
+    # clipping, schedule, adaptation
+    clip_initial = analysis.saturation(rule, h0, g_max=max(g_hi, 1e-6) * 10)
+    g_stars = torch.linspace(-g_hi, g_hi, 9, dtype=torch.float64)
+    g_median = max(float(torch.quantile(magnitudes, 0.5)), 1e-12)
+    s_curve = []
+    for g_star in g_stars.tolist():
+        fp = analysis.fixed_points(rule, starts[:4], g_star, iterations=fp_iterations)
+        if len(fp.points):
+            s_curve.append((g_star, fp.points[0], secant_lr(rule, fp.points[0], g_median)))
+
+    summary = {
+        "rule": rule.name,
+        "task": task.describe(),
+        "problems": list(seeds),
+        "steps": steps,
+        "gradient_magnitude_quantiles": {q: float(torch.quantile(magnitudes, q)) for q in (0.5, 0.9, 0.999)},
+        "momentum": {
+            "fixed_point_found": bool(len(found.points)),
+            "fixed_point_residual": float(found.residuals[0]) if len(found.points) else None,
+            "slowest_modes": modes,
+        },
+        "clipping": {
+            "saturates_within_10x_the_largest_gradient": clip_initial.saturates,
+            "threshold": clip_initial.threshold,
+            "largest_update": clip_initial.max_update,
+        },
+        "schedule": {
+            "effective_lr_at_steps": {str(t): float(schedule.effective_lrs[t]) for t in (0, 1, 10, steps) if t <= steps},
+            "secant_lr_at_median_gradient_at_steps": {
+                str(t): secant_lr(rule, schedule.states[t], g_median) for t in (0, 1, 10, steps) if t <= steps
+            },
+        },
+        "adaptation": [{"g_star": g, "secant_lr_at_median_gradient": lr} for g, _, lr in s_curve],
+        "note": "effective learning rate = -dΔx/dg at g = 0; under the log-sign preprocessing the network sees "
+        "(−1, e^p g) for |g| < e^-p, so this slope belongs to that branch",
+    }
+    figures(rule, visited, grads, found, lin, clip_initial, schedule, s_curve, h0, g_hi, out)
+    return summary
+
+
+def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi, out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no figures", file=sys.stderr)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.linspace(-3, 3, 301, dtype=torch.float64)
+
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    hand = [
+        (analysis.GradientDescent(0.5), [torch.zeros(1)], "gradient descent"),
+        (analysis.ClippedGradientDescent(0.5, 1.0), [torch.zeros(1)], "clipped"),
+        (analysis.Momentum(0.5, 0.9), [torch.tensor([v]) for v in (-2.0, 0.0, 2.0)], "momentum: states −2, 0, 2"),
+        (analysis.RMSProp(0.5), [torch.tensor([v]) for v in (0.1, 1.0, 10.0)], "RMSProp: states 0.1, 1, 10"),
+    ]
+    for ax, (r, hs, title) in zip(axes, hand):
+        for h in hs:
+            ax.plot(g, analysis.update_function(r, h.double(), g))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("gradient")
+    axes[0].set_ylabel("Δx")
+    fig.tight_layout()
+    fig.savefig(out / "fig2_hand_designed.png", dpi=100)
+    plt.close(fig)
+
+    mean, comps, ratios = pca(visited)
+    proj = (visited - mean) @ comps.T
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    axes[0].scatter(proj[:, 0], proj[:, 1], s=1, alpha=0.2)
+    if len(found.points):
+        fp = (found.points[0] - mean) @ comps.T
+        axes[0].plot(fp[0], fp[1], "ks", ms=8, label="fixed point, g = 0")
+        axes[0].legend(fontsize=8)
+    axes[0].set_title(f"visited states, PCA ({float(ratios.sum()):.0%} of variance)", fontsize=9)
+    if lin is not None:
+        ev = lin.eigenvalues
+        points = axes[1].scatter(ev.real, ev.imag, c=lin.mode_lrs.real.abs().clamp_min(1e-12).log10(), cmap="viridis")
+        fig.colorbar(points, ax=axes[1], label="log10 |mode learning rate|")
+        circle = torch.linspace(0, 2 * math.pi, 200)
+        axes[1].plot(circle.cos(), circle.sin(), "k:", lw=0.8)
+        axes[1].set_aspect("equal")
+    axes[1].set_title("eigenvalues at the fixed point", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "fig3_momentum.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    span = torch.linspace(-g_hi * 3, g_hi * 3, 601, dtype=torch.float64)
+    ax.plot(span, analysis.update_function(rule, h0, span), label="Δx at the initial state")
+    ax.set_xlabel("gradient")
+    ax.set_ylabel("Δx")
+    twin = ax.twinx()
+    twin.hist(grads.reshape(-1).clamp(-g_hi * 3, g_hi * 3).numpy(), bins=80, color="gray", alpha=0.3)
+    twin.set_yscale("log")
+    twin.set_ylabel("gradients seen")
+    ax.set_title("clipping: " + (f"saturates at |g| ≈ {clip.threshold:.3g}" if clip.saturates else "no saturation in range"), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "fig4_clipping.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(schedule.effective_lrs)
+    ax.set_xlabel("step (no gradient)")
+    ax.set_ylabel("effective learning rate")
+    ax.set_title("autonomous dynamics: a learned schedule?", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "fig5_schedule.png", dpi=100)
+    plt.close(fig)
+
+    if s_curve:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        pts = torch.stack([p for _, p, _ in s_curve])
+        proj = (pts - mean) @ comps.T
+        colours = [gs for gs, _, _ in s_curve]
+        sc = axes[0].scatter(proj[:, 0], proj[:, 1], c=colours, cmap="RdYlGn")
+        fig.colorbar(sc, ax=axes[0], label="g*")
+        axes[0].set_title("fixed points for constant gradients (PCA)", fontsize=9)
+        axes[1].plot([gs for gs, _, _ in s_curve], [lr for _, _, lr in s_curve], "o-")
+        axes[1].set_xlabel("g*")
+        axes[1].set_ylabel("step size at the median |g|")
+        fig.tight_layout()
+        fig.savefig(out / "fig6_adaptation.png", dpi=100)
+        plt.close(fig)
+
+
+def to_markdown(summary: dict) -> str:
+    m, c, s = summary["momentum"], summary["clipping"], summary["schedule"]
+    lines = [
+        f"# What `{summary['rule']}` does on {summary['task']['name']}",
+        "",
+        f"`{summary['command']}` — {summary['wall_time_s']} s.",
+        "",
+        f"Gradients seen (|g| quantiles 50/90/99.9%): "
+        + ", ".join(f"{v:.3g}" for v in summary["gradient_magnitude_quantiles"].values()) + ".",
+        "",
+        "**Momentum.** " + (
+            f"A fixed point at g = 0 (residual {m['fixed_point_residual']:.1e}); its slowest modes: "
+            + "; ".join(f"|λ| = {math.hypot(*x['eigenvalue']):.3f} (timescale {x['timescale_steps']:.1f} steps, learning rate {x['learning_rate']:.3g})" for x in m["slowest_modes"][:3])
+            if m["fixed_point_found"] else "No fixed point at g = 0 was found."
+        ),
+        "",
+        "**Clipping.** " + (f"The update saturates at |g| ≈ {c['threshold']:.3g} (largest update {c['largest_update']:.3g})."
+                            if c["saturates_within_10x_the_largest_gradient"] else
+                            f"No saturation within 10× the largest gradient seen (largest update {c['largest_update']:.3g})."),
+        "",
+        "**Schedule.** Effective learning rate along the autonomous trajectory: "
+        + ", ".join(f"step {k}: {v:.3g}" for k, v in s["effective_lr_at_steps"].items())
+        + "; the step size for a gradient of median size along it: "
+        + ", ".join(f"step {k}: {v:.3g}" for k, v in s["secant_lr_at_median_gradient_at_steps"].items()) + ".",
+        "",
+        "**Adaptation.** Step size for a gradient of median size at the fixed point of each constant gradient g* "
+        "(where a search converged): "
+        + (", ".join(f"g* = {a['g_star']:.2g}: {a['secant_lr_at_median_gradient']:.3g}" for a in summary["adaptation"]) or "none converged") + ".",
+        "",
+        f"Note: {summary['note']}.",
+        "",
+        "![momentum](fig3_momentum.png) ![clipping](fig4_clipping.png) ![schedule](fig5_schedule.png) ![adaptation](fig6_adaptation.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m learned_optim.analyze", description=__doc__.split("\n\n")[0])
+    parser.add_argument("weights", help="a shipped name, 'default', or a .safetensors path")
+    parser.add_argument("--task", default="mnist_mlp")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--problems", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--fp-iterations", type=int, default=1000, help="optimizer steps of each fixed-point search")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        rule = analysis.LearnedRule(args.weights)
+        task = make_task(args.task, data_root=args.data_root)
+    except (ValueError, FileNotFoundError, DataNotFoundError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    out = Path(args.out)
+    summary = analyze(rule, task, list(EVAL_SEEDS[: args.problems]), args.steps, out, args.fp_iterations)
+    summary["command"] = "python -m learned_optim.analyze " + " ".join(argv)
+    summary["wall_time_s"] = round(time.perf_counter() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "summary.md").write_text(to_markdown(summary))
+    print(to_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
