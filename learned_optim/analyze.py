@@ -130,11 +130,11 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
         "note": "effective learning rate = -dΔx/dg at g = 0; under the log-sign preprocessing the network sees "
         "(−1, e^p g) for |g| < e^-p, so this slope belongs to that branch",
     }
-    figures(rule, visited, grads, found, lin, clip_initial, schedule, s_curve, h0, g_hi, out)
+    figures(rule, visited, grads, found, lin, clip_initial, schedule, s_curve, h0, g_hi, g_median, out)
     return summary
 
 
-def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi, out: Path) -> None:
+def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi, g_median, out: Path) -> None:
     try:
         import matplotlib
 
@@ -198,11 +198,14 @@ def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi,
     fig.savefig(out / "fig4_clipping.png", dpi=100)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(schedule.effective_lrs)
-    ax.set_xlabel("step (no gradient)")
-    ax.set_ylabel("effective learning rate")
-    ax.set_title("autonomous dynamics: a learned schedule?", fontsize=9)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].plot([secant_lr(rule, h, g_median) for h in schedule.states])
+    axes[0].set_ylabel(f"step size for |g| = {g_median:.2g} (the median)")
+    axes[1].plot(schedule.effective_lrs)
+    axes[1].set_ylabel("−∂Δx/∂g at g = 0")
+    for ax in axes:
+        ax.set_xlabel("steps of the autonomous dynamics (g = 0)")
+    fig.suptitle("a learned schedule: the rule's step size as its state evolves with no gradient", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "fig5_schedule.png", dpi=100)
     plt.close(fig)
