@@ -122,3 +122,57 @@ def compare(
             metrics.append(problem.evaluate())
         results[name] = {"losses": torch.stack(curves), "metrics": metrics}
     return results
+
+
+# -- random search, as Maheswaranathan et al. (2021) tuned their baselines -------------------------
+
+# hyperparameter -> (low, high, transform): sampled log-uniformly in [low, high]; "1-" samples 1 - value that way
+SEARCH_SPACES: dict[str, dict[str, tuple[float, float, str]]] = {
+    "Momentum": {"lr": (1e-5, 1.0, "log"), "momentum": (1e-3, 0.5, "1-")},
+    "RMSprop": {"lr": (1e-5, 1.0, "log"), "alpha": (1e-3, 0.5, "1-"), "eps": (1e-8, 1e-2, "log")},
+    "Adam": {"lr": (1e-5, 1.0, "log"), "beta1": (1e-3, 0.5, "1-"), "beta2": (1e-4, 0.1, "1-"), "eps": (1e-8, 1e-2, "log")},
+}
+
+
+def configured(name: str, config: dict[str, float]) -> OptimizerFactory:
+    """A factory for a searched baseline with a sampled configuration."""
+    if name == "Momentum":
+        return lambda params: torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"])
+    if name == "RMSprop":
+        return lambda params: torch.optim.RMSprop(params, lr=config["lr"], alpha=config["alpha"], eps=config["eps"])
+    if name == "Adam":
+        return lambda params: torch.optim.Adam(params, lr=config["lr"], betas=(config["beta1"], config["beta2"]), eps=config["eps"])
+    raise ValueError(f"Unknown searched baseline: {name!r} (available: {', '.join(SEARCH_SPACES)})")
+
+
+def sample_config(name: str, generator: torch.Generator) -> dict[str, float]:
+    config = {}
+    for key, (low, high, kind) in SEARCH_SPACES[name].items():
+        value = math.exp(math.log(low) + torch.rand((), generator=generator).item() * (math.log(high) - math.log(low)))
+        config[key] = 1.0 - value if kind == "1-" else value
+    return config
+
+
+def random_search(
+    task: Task,
+    name: str,
+    samples: int,
+    seeds: Sequence[int] = TUNING_SEEDS[:5],
+    steps: int = 100,
+    search_seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, float], list[tuple[dict[str, float], float]]]:
+    """(best configuration, every (configuration, mean training loss over the run)) of a baseline.
+
+    The objective is the paper's meta-objective: the mean training loss over the run, averaged over tuning seeds.
+    """
+    if set(seeds) - set(TUNING_SEEDS):
+        raise ValueError("Tuning must use seeds from tasks.TUNING_SEEDS (disjoint from evaluation seeds)")
+    generator = torch.Generator().manual_seed(search_seed)
+    tried = []
+    for _ in range(samples):
+        config = sample_config(name, generator)
+        means = [score(train(task.sample(seed, device), configured(name, config), steps)) / steps for seed in seeds]
+        tried.append((config, sum(means) / len(means)))
+    best = min(tried, key=lambda item: item[1])[0]
+    return best, tried

@@ -142,3 +142,20 @@ def test_paper_sweep_quick_meta_trains_each_rate_and_reuses_finished_runs(tmp_pa
     assert paper.main(["--quick", "--part", "sweep", "--out", str(tmp_path)]) == 0  # a second call trains nothing
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps
     assert "| fine | 0.002 | 1 |" in (tmp_path / "paper.md").read_text()
+
+
+def test_random_search_samples_its_ranges_and_keeps_the_best():
+    from learned_optim.baselines import SEARCH_SPACES, random_search
+
+    task = make_task("rosenbrock")
+    best, tried = random_search(task, "Momentum", samples=12, seeds=range(10_000, 10_002), steps=30)
+    assert len(tried) == 12 and best == min(tried, key=lambda t: t[1])[0]
+    for config, _ in tried:
+        assert 1e-5 <= config["lr"] <= 1.0 and 0.5 <= config["momentum"] <= 1 - 1e-3
+    assert len({round(c["lr"], 12) for c, _ in tried}) == 12  # really sampled
+    again, _ = random_search(task, "Momentum", samples=12, seeds=range(10_000, 10_002), steps=30)
+    assert again == best  # reproducible for a search seed
+    for name in SEARCH_SPACES:
+        random_search(task, name, samples=2, seeds=[10_000], steps=5)
+    with pytest.raises(ValueError, match="TUNING_SEEDS"):
+        random_search(task, "Adam", samples=1, seeds=[0], steps=5)
