@@ -13,6 +13,10 @@ and a summary of the mechanisms found (JSON and Markdown):
 - fig5_schedule.png: the effective learning rate along the autonomous trajectory
 - fig6_adaptation.png: fixed points for constant gradients g* (the S-curve, in
   PCA coordinates) and the effective learning rate at each
+- fig7_layers.png: the state trajectories averaged over each layer's weights and
+  biases (PCA coordinates), and the gradient magnitudes of each group
+- fig1_losses.png (with ``--search-samples N``): the rule's loss curves against
+  momentum, RMSprop and Adam tuned by random search (N samples each, on tuning seeds)
 """
 
 from __future__ import annotations
@@ -32,26 +36,41 @@ from .optimizer import LearnedOptimizer
 from .tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
 
+def groups_of(model: torch.nn.Module) -> list[str]:
+    """A group label per coordinate: the parameter's module path and kind, e.g. '0.weight' (flattened in order)."""
+    labels = []
+    for name, p in model.named_parameters():
+        labels += [name] * p.numel()
+    return labels
+
+
 def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, coords: int = 256):
-    """States (seeds, steps + 1, coords, D) and gradients (seeds, steps, coords) of a fixed sample of coordinates."""
-    states, grads = [], []
+    """States (seeds, steps + 1, coords, D), gradients (seeds, steps, coords), losses (seeds, steps) and the
+    group label of each sampled coordinate (seeds × coords), for a fixed sample of coordinates per problem."""
+    states, grads, losses, labels = [], [], [], []
     for seed in seeds:
         problem = task.sample(seed)
         params = list(problem.model.parameters())
         total = sum(p.numel() for p in params)
         pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(coords, total)]
+        names = groups_of(problem.model)
+        labels.append([names[i] for i in pick.tolist()])
+        run_losses = []
         opt = LearnedOptimizer(params, weights=rule.weights, implementation="reference", state_dtype=torch.float64)
         run_states, run_grads = [rule.init_state(len(pick))], []
         for t in range(steps):
             opt.zero_grad()
-            problem.loss(t).backward()
+            loss = problem.loss(t)
+            loss.backward()
+            run_losses.append(float(loss))
             run_grads.append(torch.cat([p.grad.reshape(-1) for p in params])[pick].double())
             opt.step()
             flat = torch.cat([torch.cat([opt.state[p][n] for n in rule.config.state_names], dim=1) for p in params])
             run_states.append(flat[pick])
         states.append(torch.stack(run_states))
         grads.append(torch.stack(run_grads))
-    return torch.stack(states), torch.stack(grads)
+        losses.append(torch.tensor(run_losses))
+    return torch.stack(states), torch.stack(grads), torch.stack(losses), labels
 
 
 def pca(points: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,8 +87,17 @@ def secant_lr(rule, h: torch.Tensor, g: float) -> float:
     return float(-(both[0] - both[1]) / (2 * g))
 
 
-def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_iterations: int = 1000) -> dict:
-    states, grads = record(rule, task, seeds, steps)
+def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_iterations: int = 1000,
+            search_samples: int = 0) -> dict:
+    states, grads, losses, labels = record(rule, task, seeds, steps)
+    baselines_found = {}
+    if search_samples > 0:  # fig 1: the rule against momentum, RMSprop and Adam tuned by random search
+        from .baselines import SEARCH_SPACES, configured, random_search, train
+
+        for name in SEARCH_SPACES:
+            best, _ = random_search(task, name, search_samples, steps=steps)
+            curves = torch.stack([train(task.sample(seed), configured(name, best), steps) for seed in seeds])
+            baselines_found[name] = (best, curves)
     visited = states.reshape(-1, rule.state_size)
     magnitudes = grads.abs().reshape(-1)
     g_hi = float(torch.quantile(magnitudes, 0.999)) if magnitudes.numel() else 1.0
@@ -130,8 +158,78 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
         "note": "effective learning rate = -dΔx/dg at g = 0; under the log-sign preprocessing the network sees "
         "(−1, e^p g) for |g| < e^-p, so this slope belongs to that branch",
     }
+    summary["mean_training_loss"] = {rule.name: float(losses.mean())}
+    summary["mean_training_loss"].update({f"{name} (random search, {search_samples} samples)": float(c.mean())
+                                          for name, (_, c) in baselines_found.items()})
+    summary["tuned_baselines"] = {name: best for name, (best, _) in baselines_found.items()}
     figures(rule, visited, grads, found, lin, clip_initial, schedule, s_curve, h0, g_hi, g_median, out)
+    layer_figure(rule, states, grads, labels, visited, out)
+    if baselines_found:
+        loss_figure(rule.name, losses, {k: c for k, (_, c) in baselines_found.items()}, out)
     return summary
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def layer_figure(rule, states, grads, labels, visited, out: Path) -> None:
+    """Fig. 7: mean state trajectory of each parameter group in PCA coordinates; gradient magnitudes per group."""
+    plt = _pyplot()
+    if plt is None:
+        return
+    mean, comps, _ = pca(visited)
+    groups = sorted({g for run in labels for g in run})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for group in groups:
+        trajectories, magnitudes = [], []
+        for run, run_labels in enumerate(labels):
+            mask = torch.tensor([label == group for label in run_labels])
+            if mask.any():
+                trajectories.append(states[run][:, mask].mean(1))
+                magnitudes.append(grads[run][:, mask].abs().reshape(-1))
+        path = (torch.stack(trajectories).mean(0) - mean) @ comps.T
+        (line,) = axes[0].plot(path[:, 0], path[:, 1], label=group)
+        axes[0].plot(path[-1, 0], path[-1, 1], "o", color=line.get_color())
+        values = torch.cat(magnitudes).clamp_min(1e-12).log10()
+        axes[1].hist(values.numpy(), bins=40, histtype="step", label=group, color=line.get_color())
+    axes[0].set_title("mean state of each parameter group (PCA)", fontsize=9)
+    axes[1].set_xlabel("log10 |gradient|")
+    axes[1].set_title("gradients of each group", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "fig7_layers.png", dpi=100)
+    plt.close(fig)
+
+
+def loss_figure(name, losses, baselines: dict, out: Path) -> None:
+    """Fig. 1: loss curves, mean ± standard error over the problems."""
+    plt = _pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, curves in {name: losses, **baselines}.items():
+        curves = curves.double()
+        m = curves.mean(0)
+        se = curves.std(0) / math.sqrt(curves.shape[0]) if curves.shape[0] > 1 else torch.zeros_like(m)
+        (line,) = ax.plot(m, "--" if label == name else "-", label=label)
+        ax.fill_between(range(m.numel()), (m - se).clamp_min(1e-12), m + se, color=line.get_color(), alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "fig1_losses.png", dpi=100)
+    plt.close(fig)
 
 
 def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi, g_median, out: Path) -> None:
@@ -257,7 +355,11 @@ def to_markdown(summary: dict) -> str:
         "",
         f"Note: {summary['note']}.",
         "",
-        "![momentum](fig3_momentum.png) ![clipping](fig4_clipping.png) ![schedule](fig5_schedule.png) ![adaptation](fig6_adaptation.png)",
+        "**Mean training loss over the runs** (the paper's meta-objective): "
+        + ", ".join(f"{k}: {v:.4g}" for k, v in summary["mean_training_loss"].items()) + ".",
+        "",
+        "![momentum](fig3_momentum.png) ![clipping](fig4_clipping.png) ![schedule](fig5_schedule.png) ![adaptation](fig6_adaptation.png) ![layers](fig7_layers.png)"
+        + (" ![losses](fig1_losses.png)" if len(summary["mean_training_loss"]) > 1 else ""),
     ]
     return "\n".join(lines) + "\n"
 
@@ -272,6 +374,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--fp-iterations", type=int, default=1000, help="optimizer steps of each fixed-point search")
+    parser.add_argument("--search-samples", type=int, default=0,
+                        help="random-search samples per baseline for fig. 1 (the paper drew 2,500; 0: no fig. 1)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -280,7 +384,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, DataNotFoundError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     out = Path(args.out)
-    summary = analyze(rule, task, list(EVAL_SEEDS[: args.problems]), args.steps, out, args.fp_iterations)
+    summary = analyze(rule, task, list(EVAL_SEEDS[: args.problems]), args.steps, out, args.fp_iterations, args.search_samples)
     summary["command"] = "python -m learned_optim.analyze " + " ".join(argv)
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)

@@ -105,12 +105,13 @@ def test_analyze_cli_writes_figures_and_a_summary(tmp_path):
     from learned_optim import analyze
 
     out = tmp_path / "report"
-    assert analyze.main(["l2l-quadratic", "--task", "quadratic", "--out", str(out), "--problems", "1", "--steps", "10",
-                         "--fp-iterations", "50"]) == 0
+    assert analyze.main(["l2l-quadratic", "--task", "quadratic", "--out", str(out), "--problems", "2", "--steps", "10",
+                         "--fp-iterations", "50", "--search-samples", "3"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rule"] == "l2l-quadratic" and summary["steps"] == 10
     assert set(summary) >= {"momentum", "clipping", "schedule", "adaptation", "gradient_magnitude_quantiles"}
-    for name in ("fig2_hand_designed", "fig3_momentum", "fig4_clipping", "fig5_schedule"):
+    assert set(summary["tuned_baselines"]) == {"Momentum", "RMSprop", "Adam"} and len(summary["mean_training_loss"]) == 4
+    for name in ("fig1_losses", "fig2_hand_designed", "fig3_momentum", "fig4_clipping", "fig5_schedule", "fig7_layers"):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert "# What `l2l-quadratic` does on quadratic" in (out / "summary.md").read_text()
     with pytest.raises(SystemExit) as info:
