@@ -39,6 +39,12 @@ def git_commit() -> str:
         return "unknown"
 
 
+def sync(device: str) -> None:
+    """Wait for the device's queued work, so that wall-clock timings mean what they say."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))

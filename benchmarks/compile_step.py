@@ -24,12 +24,7 @@ import torch
 from learned_optim import LearnedOptimizer
 from learned_optim import optimizer as optimizer_module
 
-from .common import DEFAULT_OUT, markdown_table, provenance, write_json
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from .common import DEFAULT_OUT, markdown_table, provenance, sync, write_json
 
 
 def measure(numel: int, device: str, repeats: int, compile: bool) -> dict[str, float]:
@@ -43,18 +38,18 @@ def measure(numel: int, device: str, repeats: int, compile: bool) -> dict[str, f
         torch._dynamo.reset()
         optimizer_module._COMPILED = None
     opt = LearnedOptimizer([param], compile=compile)
-    _sync(device)
+    sync(device)
     started = time.perf_counter()
     for t in range(3):  # warm-up: the compilation happens here (both chunk shapes are met)
         param.grad = grads[t]
         opt.step()
-    _sync(device)
+    sync(device)
     warmup = time.perf_counter() - started
     started = time.perf_counter()
     for t in range(repeats):
         param.grad = grads[t % 3]
         opt.step()
-    _sync(device)
+    sync(device)
     return {"warmup_s": warmup, "step_s": (time.perf_counter() - started) / repeats, "param": param.detach().cpu()}
 
 

@@ -34,7 +34,7 @@ from learned_optim.features import preprocess
 from learned_optim.metatrain import MetaTrainConfig, cell_impl, rollout, train_run
 from learned_optim.tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, make_task
 
-from .common import DEFAULT_OUT, markdown_table, provenance, write_json
+from .common import DEFAULT_OUT, markdown_table, provenance, sync, write_json
 
 NOTEBOOK_SECONDS_PER_EPOCH = 250.0  # the public notebook on this machine, as quoted in the foundation issue
 
@@ -70,8 +70,7 @@ def time_runs(fn, theta, meta_opt, task, config, runs: int, impl: str) -> float:
     started = time.perf_counter()
     for r in range(runs):
         fn(theta, meta_opt, task.sample(TRAIN_SEED_START + r, config.device), config, impl)
-    if config.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    sync(config.device)
     return time.perf_counter() - started
 
 

@@ -27,7 +27,7 @@ import torch
 from learned_optim import LearnedOptimizer
 from learned_optim.nets import NetConfig
 
-from .common import DEFAULT_OUT, markdown_table, provenance, write_json
+from .common import DEFAULT_OUT, markdown_table, provenance, sync, write_json
 
 
 def rule_flops_per_coordinate(config: NetConfig, features: int = 2) -> int:
@@ -46,20 +46,15 @@ def mlp_for(numel: int) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(784, width), torch.nn.ReLU(), torch.nn.Linear(width, 10))
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def timed(fn, device: str, repeats: int) -> float:
     """Median seconds of fn() over repeats, after one warm-up call."""
     fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 

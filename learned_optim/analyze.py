@@ -234,12 +234,8 @@ def loss_figure(name, losses, baselines: dict, out: Path) -> None:
 
 
 def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi, g_median, out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         print("matplotlib is not installed: no figures", file=sys.stderr)
         return
     out.mkdir(parents=True, exist_ok=True)

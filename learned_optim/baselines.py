@@ -40,17 +40,7 @@ def train(problem, make_optimizer: OptimizerFactory, steps: int) -> torch.Tensor
 
     A run whose loss turns non-finite stops there; its remaining losses are inf.
     """
-    optimizer = make_optimizer(problem.model.parameters())
-    losses = torch.full((steps,), float("inf"))
-    for t in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        loss = problem.loss(t)
-        if not torch.isfinite(loss):
-            break
-        losses[t] = loss.detach()
-        loss.backward()
-        optimizer.step()
-    return losses
+    return train_and_evaluate(problem, make_optimizer, steps)[0]
 
 
 def train_and_evaluate(
