@@ -139,6 +139,27 @@ def run_cell(cell, rules, args, horizons) -> dict:
     }
 
 
+def cached_cell(cell, rules, args, horizons, reuse: bool) -> dict:
+    """run_cell, kept in OUT/deep_wide_cells/; with reuse, a stored cell of the same settings is returned.
+
+    The settings are what changes the numbers: rules (by file hash), horizons, seeds, device,
+    data. benchmarks.paper's variants go through here too, so equal settings share the runs.
+    """
+    same = {
+        "quick": args.quick, "horizons": list(horizons), "weights": args.weights, "eval_seeds": args.eval_seeds,
+        "tune_seeds": args.tune_seeds, "device": args.device, "data_root": args.data_root,
+        "rules": {name: w.sha256 for name, w in rules.items()},
+    }
+    saved = Path(args.out) / "deep_wide_cells" / f"{cell_name(cell)}.json"
+    if reuse and saved.exists():
+        stored = json.loads(saved.read_text())
+        if stored["settings"] == same:
+            return stored["result"]
+    result = run_cell(cell, rules, args, horizons)
+    write_json(saved, {"settings": same, "result": result})
+    return result
+
+
 def summarize(data: dict, rules: list[str]) -> dict:
     """Per learned rule and horizon: cells where its mean final loss is below tuned Adam's, and the ratios."""
     summary = {}
@@ -243,18 +264,9 @@ def main(argv=None) -> int:
     rules = general_rules(args.weights)
     data = {"settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "resume", "cells")}, "horizons": horizons},
             "cells": {}}
-    cache = Path(args.out) / "deep_wide_cells"
-    same = {**data["settings"], "rules": {name: w.sha256 for name, w in rules.items()}}
     try:
         for cell in cells:
-            saved = cache / f"{cell_name(cell)}.json"
-            if args.resume and saved.exists():
-                stored = json.loads(saved.read_text())
-                if stored["settings"] == same:
-                    data["cells"][cell_name(cell)] = stored["result"]
-                    continue
-            data["cells"][cell_name(cell)] = run_cell(cell, rules, args, horizons)
-            write_json(saved, {"settings": same, "result": data["cells"][cell_name(cell)]})
+            data["cells"][cell_name(cell)] = cached_cell(cell, rules, args, horizons, reuse=args.resume)
     except DataNotFoundError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     data["summary"] = summarize(data, list(rules))

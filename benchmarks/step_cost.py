@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from learned_optim import LearnedOptimizer
+from learned_optim import LearnedOptimizer, kernels
 from learned_optim.nets import NetConfig
 
 from .common import DEFAULT_OUT, markdown_table, provenance, sync, write_json
@@ -69,6 +69,7 @@ def optimizers(device: str) -> dict:
     cuda = device.startswith("cuda")
     return {
         "LearnedOptimizer": lambda p: LearnedOptimizer(p),
+        **({} if cuda else {"LearnedOptimizer (torch path)": lambda p: LearnedOptimizer(p, implementation="torch")}),
         "Adam" + (" (fused)" if cuda else " (foreach)"): lambda p: torch.optim.Adam(p, lr=1e-3, **({"fused": True} if cuda else {"foreach": True})),
         "SGD": lambda p: torch.optim.SGD(p, lr=1e-2),
     }
@@ -122,12 +123,15 @@ def main(argv=None) -> int:
     flops = rule_flops_per_coordinate(NetConfig())
     rows = [measure(int(size), args.device, args.repeats) for size in args.sizes]
     for row in rows:
-        learned = row["optimizers"]["LearnedOptimizer"]
-        learned["achieved_flops"] = flops * row["parameters"] / learned["step_s"]
-        learned["fraction_of_matmul_throughput"] = learned["achieved_flops"] / peak
         adam = next(v for k, v in row["optimizers"].items() if k.startswith("Adam"))
-        learned["step_over_adam"] = learned["step_s"] / adam["step_s"]
+        for name, learned in row["optimizers"].items():
+            if name.startswith("LearnedOptimizer"):
+                learned["achieved_flops"] = flops * row["parameters"] / learned["step_s"]
+                learned["fraction_of_matmul_throughput"] = learned["achieved_flops"] / peak
+                learned["step_over_adam"] = learned["step_s"] / adam["step_s"]
+    kernel = args.device == "cpu" and kernels.cpp_available("rule_step")
     data = {
+        "cpu_kernel": kernel,
         "matmul_flops_per_s": peak,
         "rule_flops_per_coordinate": flops,
         "rows": rows,
@@ -148,7 +152,9 @@ def main(argv=None) -> int:
         f"`{data['provenance']['command']}` — commit `{data['provenance']['git_commit']}`, {data['provenance']['device']}.",
         "",
         f"Median of {args.repeats} steps after a warm-up. Rule network: {flops} FLOPs per coordinate; float32 matmul in the "
-        f"same run: {peak / 1e9:.1f} GFLOP/s.",
+        f"same run: {peak / 1e9:.1f} GFLOP/s."
+        + (" LearnedOptimizer runs its C++ step kernel (kernels.lstm_rule_step); the torch path is "
+           "`implementation=\"torch\"`, the chunked PyTorch computation." if kernel else ""),
         "",
         markdown_table(["parameters", "optimizer", "step (ms)", "state bytes / parameter", "step / (fwd+bwd, batch 128)",
                         "step / Adam's", "of matmul throughput"], table),

@@ -1,13 +1,17 @@
-"""An optional C++ kernel for the LSTM cell's element-wise work on the CPU.
+"""Optional C++ kernels for the CPU (float32), built on first use.
 
-``lstm_cell_cpp`` computes the same function as ``nets.lstm_cell_fast`` (the
-matmul on [x, h, 1] stays in BLAS) but does the gates, the cell update and
-their gradients in one fused pass each (csrc/lstm_cell.cpp), about 1.5× faster
-for a forward+backward step of the 2×20 LSTM on 16k coordinates. It is built on
-first use with torch.utils.cpp_extension, which needs a C++ compiler and ninja
-(``pip install ninja``); the build is cached. Where it cannot be built, or for
-tensors that are not CPU float32, ``lstm_cell_cpp`` falls back to
-``nets.lstm_cell_fast`` (with one warning for a failed build).
+- ``lstm_cell_cpp`` (csrc/lstm_cell.cpp), for the meta-trainer: the same function as
+  ``nets.lstm_cell_fast`` with autograd (the matmul on [x, h, 1] stays in BLAS), the
+  gates, the cell update and their gradients in one fused pass each; about 1.5×
+  faster for a forward+backward step of the 2×20 LSTM on 16k coordinates.
+- ``lstm_rule_step`` (csrc/rule_step.cpp), for LearnedOptimizer: the whole step of an
+  LSTM rule (features, every layer, readout) one coordinate at a time with its gates
+  in vector registers, the state updated in place. No autograd; no memory beyond the
+  update vector. See ``benchmarks/step_cost.py`` for what it buys.
+
+They are built with torch.utils.cpp_extension, which needs a C++ compiler and ninja
+(``pip install ninja``); builds are cached. Where one cannot be built, callers fall
+back to the PyTorch implementation (with one warning per failed build).
 """
 
 from __future__ import annotations
@@ -18,47 +22,51 @@ from pathlib import Path
 
 import torch
 
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "lstm_cell.cpp"
+_CSRC = Path(__file__).resolve().parent / "csrc"
 _lock = threading.Lock()
-_module = None
-_error: str | None = None
+_modules: dict[str, object] = {}
+_errors: dict[str, str] = {}
+# rule_step.cpp's exp needs exact float rounding: no -ffast-math there
+_FLAGS = {
+    "lstm_cell": ["-O3", "-ffast-math", "-march=native", "-fopenmp"],
+    "rule_step": ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"],
+}
 
 
-def _build():
-    global _module, _error
+def _build(name: str = "lstm_cell"):
     with _lock:
-        if _module is not None or _error is not None:
-            return _module
+        if name in _modules or name in _errors:
+            return _modules.get(name)
         try:
             from torch.utils.cpp_extension import load
 
-            _module = load(
-                name="learned_optim_lstm_cell",
-                sources=[str(_SOURCE)],
-                extra_cflags=["-O3", "-ffast-math", "-march=native", "-fopenmp"],
+            _modules[name] = load(
+                name=f"learned_optim_{name}",
+                sources=[str(_CSRC / f"{name}.cpp")],
+                extra_cflags=_FLAGS[name],
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
             )
         except Exception as exc:  # no compiler, no ninja, a failed build: fall back, say so once
-            _error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            _errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             warnings.warn(
-                f"learned_optim: the C++ LSTM kernel could not be built ({_error}); "
+                f"learned_optim: the C++ kernel {name} could not be built ({_errors[name]}); "
                 "using the PyTorch implementation instead",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        return _module
+        return _modules.get(name)
 
 
-def cpp_available() -> bool:
-    """Whether the C++ kernel is (or can be) built here; builds it on first call."""
-    return _build() is not None
+def cpp_available(name: str = "lstm_cell") -> bool:
+    """Whether a C++ kernel ("lstm_cell" or "rule_step") is (or can be) built here; builds it on first call."""
+    return _build(name) is not None
 
 
-def build_error() -> str | None:
-    """Why the kernel could not be built, or None."""
-    _build()
-    return _error
+def build_error(name: str = "lstm_cell") -> str | None:
+    """Why a kernel could not be built, or None."""
+    _build(name)
+    return _errors.get(name)
 
 
 class _LSTMCellFunction(torch.autograd.Function):
@@ -70,7 +78,7 @@ class _LSTMCellFunction(torch.autograd.Function):
         gate_scale[2 * hidden : 3 * hidden] = 2.0
         weight = torch.cat([w_ih, w_hh, b.unsqueeze(1)], dim=1) * gate_scale
         inputs = torch.cat([x, h, x.new_ones(x.shape[0], 1)], dim=1)
-        h_new, c_new, s, t = _module.lstm_pointwise_forward(inputs @ weight.t(), c.contiguous())
+        h_new, c_new, s, t = _modules['lstm_cell'].lstm_pointwise_forward(inputs @ weight.t(), c.contiguous())
         ctx.save_for_backward(inputs, weight, gate_scale, c, s, t)
         ctx.n_in = n_in
         return h_new, c_new
@@ -80,7 +88,7 @@ class _LSTMCellFunction(torch.autograd.Function):
         inputs, weight, gate_scale, c, s, t = ctx.saved_tensors
         dh = torch.zeros_like(c) if dh is None else dh.contiguous()
         dc = torch.zeros_like(c) if dc is None else dc.contiguous()
-        dz, dc_prev = _module.lstm_pointwise_backward(dh, dc, s, c.contiguous(), t)
+        dz, dc_prev = _modules['lstm_cell'].lstm_pointwise_backward(dh, dc, s, c.contiguous(), t)
         n_in, hidden = ctx.n_in, c.shape[1]
         d_inputs = dz @ weight[:, : n_in + hidden]
         d_weight = (dz.t() @ inputs) * gate_scale
@@ -91,8 +99,52 @@ class _LSTMCellFunction(torch.autograd.Function):
 def lstm_cell_cpp(x, h, c, w_ih, w_hh, b):
     """nets.lstm_cell_fast with the element-wise work in C++ (CPU float32), else the PyTorch version."""
     tensors = (x, h, c, w_ih, w_hh, b)
-    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and _build() is not None:
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and _build("lstm_cell") is not None:
         return _LSTMCellFunction.apply(*tensors)
     from .nets import lstm_cell_fast
 
     return lstm_cell_fast(*tensors)
+
+
+# -- the optimizer's step ------------------------------------------------------------------
+
+
+def rule_step_supports(config) -> bool:
+    """Whether ``lstm_rule_step`` computes this rule (an LSTM with at most 32 hidden units)."""
+    return config.cell == "lstm" and config.hidden_size <= 32
+
+
+def pack_lstm(theta, config) -> list[torch.Tensor]:
+    """The LSTM weights in rule_step.cpp's layout: per layer a (nin + H + 1, 4 Hp) float32 tensor.
+
+    Column block q (gate i, f, g, o) holds that gate's rows of [W_ih, W_hh, b] transposed,
+    padded from H to Hp (H rounded up to 8) with zeros; the g gate is doubled (tanh through sigmoid).
+    """
+    hidden = config.hidden_size
+    padded = -(-hidden // 8) * 8
+    packed = []
+    for layer in range(config.num_layers):
+        prefix = f"cells.{layer}."
+        full = torch.cat([theta[prefix + "w_ih"], theta[prefix + "w_hh"], theta[prefix + "b"].unsqueeze(1)], dim=1)
+        full = full.detach().to(device="cpu", dtype=torch.float32)
+        out = torch.zeros(full.shape[1], 4 * padded)
+        for gate in range(4):
+            block = full[gate * hidden : (gate + 1) * hidden].t()
+            out[:, gate * padded : gate * padded + hidden] = block * (2.0 if gate == 2 else 1.0)
+        packed.append(out.contiguous())
+    return packed
+
+
+def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0) -> torch.Tensor:
+    """The rule's update for a flat CPU float32 gradient; ``states`` (N, H each) are updated in place.
+
+    Coordinates with a non-finite gradient get update 0 and keep their state.
+    Requires ``cpp_available("rule_step")`` and ``rule_step_supports(config)``.
+    """
+    update = torch.empty_like(grad)
+    _modules["rule_step"].lstm_rule_step(
+        grad, float(sign), list(states), packed, config.preprocess, float(config.p),
+        theta["readout.w"].reshape(-1).detach().to(dtype=torch.float32).contiguous(),
+        float(theta["readout.b"].reshape(())), float(config.output_scale), update,
+    )
+    return update

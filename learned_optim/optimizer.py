@@ -7,11 +7,11 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 from torch.optim import Optimizer
 
-from . import nets
+from . import kernels, nets
 from .features import preprocess
 from .pretrained import RuleWeights, load_weights
 
-IMPLEMENTATIONS = ("fast", "reference")
+IMPLEMENTATIONS = ("fast", "torch", "reference")
 NONFINITE_POLICIES = ("skip", "raise")
 STATE_DTYPES = (torch.float32, torch.float64)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -61,13 +61,20 @@ class LearnedOptimizer(Optimizer):
         maximize: maximize the objective instead of minimizing (default: False).
         chunk_size: coordinates per batch of the fast path; bounds the extra memory
             of a step (default: 32768).
-        implementation: ``"fast"`` (all coordinates of a group batched in chunks, through
-            ``nets.lstm_cell_fast``) or ``"reference"`` (one tensor at a time, through the
-            line-by-line ``nets.lstm_cell``); they agree to float32 rounding (default: ``"fast"``).
+        implementation: ``"fast"``, ``"torch"`` or ``"reference"`` (default: ``"fast"``).
+            ``"torch"`` batches all coordinates of a group in chunks through
+            ``nets.lstm_cell_fast``. ``"fast"`` is the C++ kernel ``kernels.lstm_rule_step``
+            (one coordinate at a time, gates in vector registers, state updated in place)
+            for CPU parameters with float32 state and an LSTM rule of at most 32 hidden
+            units, and ``"torch"`` elsewhere; the kernel is compiled on first use (about
+            40 s, then cached) and where it cannot be built ``"torch"`` runs instead.
+            ``"reference"`` goes one tensor at a time through the line-by-line
+            ``nets.lstm_cell``. All three agree to float32 rounding (tested).
         nonfinite: ``"skip"`` or ``"raise"`` (default: ``"skip"``).
         state_dtype: dtype of the recurrent state, float32 or float64; the network
             runs in this dtype whatever the parameters' dtype (default: float32).
-        compile: run the network through ``torch.compile`` (fast path only). The first
+        compile: run the ``"torch"`` path's network through ``torch.compile`` (with
+            ``"fast"`` this replaces the C++ kernel). The first
             steps pay the compilation (seconds; it needs a C++ compiler on the CPU), later
             ones run faster: see ``benchmarks/compile_step.py`` (default: False).
     """
@@ -107,8 +114,8 @@ class LearnedOptimizer(Optimizer):
             raise ValueError(f"Invalid maximize: {maximize!r} (must be a bool)")
         if not isinstance(compile, bool):
             raise ValueError(f"Invalid compile: {compile!r} (must be a bool)")
-        if compile and implementation != "fast":
-            raise ValueError(f"Invalid compile: True needs implementation='fast', got {implementation!r}")
+        if compile and implementation == "reference":
+            raise ValueError("Invalid compile: True needs implementation='fast' or 'torch', got 'reference'")
 
         self.rule = load_weights(weights)
         self.config = self.rule.config
@@ -119,6 +126,7 @@ class LearnedOptimizer(Optimizer):
         self.compile = compile
         self._network = _compiled_network() if compile else _network
         self._theta_cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+        self._packed: list[torch.Tensor] | None = None
         super().__init__(params, dict(lr=lr, maximize=maximize))
 
     # -- copies and pickles ---------------------------------------------------------
@@ -131,6 +139,7 @@ class LearnedOptimizer(Optimizer):
             **{k: getattr(self, k) for k in ("rule", "config", "chunk_size", "implementation", "nonfinite", "state_dtype")},
             "compile": self.compile,
             "_theta_cache": {},
+            "_packed": None,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -242,7 +251,7 @@ class LearnedOptimizer(Optimizer):
         """The rule on a flat gradient (already in state dtype), with the non-finite policy."""
         theta = self._theta(grad.device)
         config = self.config
-        impl = "fast" if self.implementation == "fast" else "reference"
+        impl = "reference" if self.implementation == "reference" else "fast"
         finite = torch.isfinite(grad)
         # on the CPU the check is cheap; on accelerators the masked form avoids a sync
         if grad.device.type == "cpu" and bool(finite.all()):
@@ -291,7 +300,10 @@ class LearnedOptimizer(Optimizer):
                 continue
             by_device.setdefault(p.device, []).append((p, grad, state))
 
-        for device_entries in by_device.values():
+        for device, device_entries in by_device.items():
+            if self._use_kernel(device):
+                self._kernel_update(device_entries, lr, maximize)
+                continue
             pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], int, int]] = []
             filled = 0
             for p, grad, state in device_entries:
@@ -307,6 +319,31 @@ class LearnedOptimizer(Optimizer):
                         pending, filled = [], 0
             if pending:
                 self._run_chunk(pending, names, lr, maximize)
+
+    def _use_kernel(self, device: torch.device) -> bool:
+        if self.implementation != "fast" or self.compile or device.type != "cpu" or self.state_dtype != torch.float32:
+            return False
+        return kernels.rule_step_supports(self.config) and kernels.cpp_available("rule_step")
+
+    def _kernel_update(self, entries, lr: float, maximize: bool) -> None:
+        """The C++ kernel, tensor by tensor in slices of ``chunk_size`` (its only extra memory)."""
+        names = self.config.state_names
+        if self._packed is None:
+            self._packed = kernels.pack_lstm(self.rule.theta, self.config)
+        theta = self._theta(torch.device("cpu"))
+        for p, grad, state in entries:
+            flat_grad = grad.reshape(-1)
+            for name in names:
+                if not state[name].is_contiguous():
+                    state[name] = state[name].contiguous()
+            target = p.view(-1)
+            for start in range(0, p.numel(), self.chunk_size):
+                end = min(start + self.chunk_size, p.numel())
+                g = flat_grad[start:end].to(torch.float32).contiguous()
+                update = kernels.lstm_rule_step(
+                    g, [state[n][start:end] for n in names], self._packed, theta, self.config, -1.0 if maximize else 1.0
+                )
+                _add_update(target[start:end], update, lr)
 
     def _run_chunk(self, pieces, names, lr: float, maximize: bool) -> None:
         if len(pieces) == 1:

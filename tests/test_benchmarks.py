@@ -159,3 +159,18 @@ def test_random_search_samples_its_ranges_and_keeps_the_best():
         random_search(task, name, samples=2, seeds=[10_000], steps=5)
     with pytest.raises(ValueError, match="TUNING_SEEDS"):
         random_search(task, "Adam", samples=1, seeds=[0], steps=5)
+
+
+@needs_mnist
+def test_paper_variants_reuse_the_deep_wide_cells(tmp_path):
+    from benchmarks import deep_wide, paper
+
+    assert deep_wide.main(["--quick", "--out", str(tmp_path)]) == 0
+    cell_file = tmp_path / "deep_wide_cells" / "2x20.json"
+    before = (cell_file.stat().st_mtime_ns, json.loads(cell_file.read_text()))
+    assert paper.main(["--quick", "--part", "variants", "--out", str(tmp_path)]) == 0
+    assert (cell_file.stat().st_mtime_ns, json.loads(cell_file.read_text())) == before  # not run again
+    variants = json.loads((tmp_path / "paper.json").read_text())["variants"]
+    assert variants["2 layers"]["results"] == before[1]["result"]["results"]["10"]
+    assert {v["cell"] for v in variants.values()} == {"1x40", "2x20", "1x20-relu", "1x20"}
+    assert (tmp_path / "deep_wide_cells" / "1x40.json").exists()  # the cells deep_wide had not run are now kept

@@ -15,7 +15,7 @@ BAD = st.sampled_from([float("nan"), float("inf"), -float("inf")])
 @given(
     poison=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3), st.integers(0, 10_000), BAD), max_size=6),
     whole=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), max_size=2),
-    implementation=st.sampled_from(["fast", "reference"]),
+    implementation=st.sampled_from(["fast", "torch", "reference"]),
 )
 def test_no_nonfinite_value_ever_reaches_parameters_or_state(rule, poison, whole, implementation):
     """Single coordinates or whole tensors, at step 0 or later: values and state stay finite, poisoned ones frozen."""

@@ -44,10 +44,11 @@ def assert_same_state(a, b):
 # -- reference and fast path ---------------------------------------------------------
 
 
-def test_reference_and_fast_agree_over_100_steps(rule):
+@pytest.mark.parametrize("implementation", ["fast", "torch"])
+def test_reference_and_fast_agree_over_100_steps(rule, implementation):
     ref_model, fast_model = small_model(), small_model()
     ref = LearnedOptimizer(ref_model.parameters(), weights=rule, implementation="reference")
-    fast = LearnedOptimizer(fast_model.parameters(), weights=rule, implementation="fast", chunk_size=37)
+    fast = LearnedOptimizer(fast_model.parameters(), weights=rule, implementation=implementation, chunk_size=37)
     for t in range(100):
         for model, opt in ((ref_model, ref), (fast_model, fast)):
             opt.zero_grad()
@@ -72,7 +73,7 @@ def test_chunk_size_does_not_change_results(rule, chunk):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("implementation", ["fast", "reference"])
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
 def test_parameter_order_does_not_change_results(rule, implementation):
     m1, m2 = small_model(), small_model()
     o1 = LearnedOptimizer(list(m1.parameters()), weights=rule, implementation=implementation, chunk_size=50)
@@ -90,7 +91,7 @@ def test_parameter_order_does_not_change_results(rule, implementation):
     shapes=st.lists(st.lists(st.integers(1, 6), min_size=0, max_size=3), min_size=1, max_size=4),
     before=st.integers(0, 6),
     after=st.integers(1, 5),
-    implementation=st.sampled_from(["fast", "reference"]),
+    implementation=st.sampled_from(["fast", "torch", "reference"]),
 )
 def test_state_dict_round_trip_continues_bitwise(rule, shapes, before, after, implementation):
     gen = torch.Generator().manual_seed(len(shapes) * 100 + before)
@@ -289,7 +290,7 @@ def test_parameters_without_grad_are_skipped(rule):
     assert opt.state[used]["step"] == 1
 
 
-@pytest.mark.parametrize("implementation", ["fast", "reference"])
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
 def test_zero_size_and_scalar_parameters(rule, implementation):
     empty, scalar = torch.nn.Parameter(torch.empty(0, 3)), torch.nn.Parameter(torch.tensor(2.0))
     opt = LearnedOptimizer([empty, scalar], weights=rule, implementation=implementation)
@@ -371,7 +372,7 @@ def test_unknown_weights_name_lists_the_available_ones():
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("implementation", ["fast", "reference"])
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
 @pytest.mark.parametrize("at_step", [0, 3])
 def test_nonfinite_coordinates_are_frozen(rule, implementation, at_step):
     """A NaN/inf coordinate keeps its value and state; every other coordinate steps as usual."""

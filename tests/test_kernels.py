@@ -1,0 +1,146 @@
+"""The optimizer's C++ step (kernels.lstm_rule_step) against the reference network step."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from learned_optim import LearnedOptimizer, kernels, nets
+from learned_optim.features import preprocess
+from learned_optim.nets import NetConfig
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel():
+    if not kernels.cpp_available("rule_step"):
+        if os.environ.get("LEARNED_OPTIM_REQUIRE_KERNEL"):
+            pytest.fail(f"the C++ step kernel did not build: {kernels.build_error('rule_step')}")
+        pytest.skip(f"C++ step kernel unavailable: {kernels.build_error('rule_step')}")
+
+
+def gradients(n: int, gen: torch.Generator) -> torch.Tensor:
+    """Gradients over many orders of magnitude, both preprocessing branches, exact zeros."""
+    g = torch.randn(n, generator=gen) * torch.exp(torch.randn(n, generator=gen) * 4)
+    g[: n // 10] *= 1e-6
+    g[:: max(n // 5, 1)] = 0.0
+    return g
+
+
+def random_rule(config: NetConfig, gen: torch.Generator, scale: float = 1.0):
+    theta = {k: v * scale for k, v in nets.init_theta(config, gen).items()}
+    return theta, kernels.pack_lstm(theta, config)
+
+
+def run_kernel(grad, state, theta, packed, config, sign=1.0):
+    state = [s.clone() for s in state]
+    update = kernels.lstm_rule_step(grad, state, packed, theta, config, sign)
+    return update, state
+
+
+@given(
+    hidden=st.integers(1, 32),
+    layers=st.integers(1, 3),
+    pre=st.sampled_from(["log_sign", "none"]),
+    p=st.floats(2.0, 12.0),
+    scale=st.sampled_from([0.5, 1.0, 3.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_kernel_matches_the_reference_step(hidden, layers, pre, p, scale, seed):
+    config = NetConfig(num_layers=layers, hidden_size=hidden, preprocess=pre, p=p, output_scale=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    theta, packed = random_rule(config, gen, scale)
+    n = 257
+    state = [torch.randn(n, hidden, generator=gen) for _ in config.state_names]
+    grad = gradients(n, gen)
+    for _ in range(3):  # three steps from the same state through both
+        ref_update, ref_state = nets.step(theta, preprocess(grad, pre, p), tuple(state), config, impl="reference")
+        update, new_state = run_kernel(grad, state, theta, packed, config)
+        torch.testing.assert_close(update, ref_update, rtol=1e-5, atol=2e-6)
+        for a, b in zip(new_state, ref_state):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6)
+        state, grad = list(ref_state), gradients(n, gen)
+
+
+def test_kernel_saturates_at_extreme_preactivations(rule):
+    """Pre-activations in the hundreds (beyond exp's float32 range) give gates of 0 or 1, never NaN."""
+    config = rule.config
+    gen = torch.Generator().manual_seed(3)
+    theta, packed = random_rule(config, gen, scale=400.0)
+    state = [torch.randn(64, config.hidden_size, generator=gen) * 50 for _ in config.state_names]
+    grad = gradients(64, gen) * 1e3
+    ref_update, ref_state = nets.step(theta, preprocess(grad, config.preprocess, config.p), tuple(state), config)
+    update, new_state = run_kernel(grad, state, theta, packed, config)
+    assert torch.isfinite(update).all() and all(torch.isfinite(s).all() for s in new_state)
+    # sums of terms in the hundreds: float32 rounding of the products alone is ~1e-4 here
+    torch.testing.assert_close(update, ref_update, rtol=1e-3, atol=1e-3)
+    for a, b in zip(new_state, ref_state):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@given(seed=st.integers(0, 2**16), where=st.lists(st.integers(0, 99), min_size=1, max_size=20))
+def test_nonfinite_coordinates_get_no_update_and_keep_their_state(rule, seed, where):
+    config = rule.config
+    gen = torch.Generator().manual_seed(seed)
+    theta, packed = random_rule(config, gen)
+    state = [torch.randn(100, config.hidden_size, generator=gen) for _ in config.state_names]
+    grad = gradients(100, gen)
+    poisoned = grad.clone()
+    poisoned[where] = torch.tensor([math.nan, math.inf, -math.inf])[torch.arange(len(where)) % 3]
+    clean_update, clean_state = run_kernel(grad, state, theta, packed, config)
+    update, new_state = run_kernel(poisoned, state, theta, packed, config)
+    bad = torch.zeros(100, dtype=torch.bool)
+    bad[where] = True
+    assert torch.equal(update[bad], torch.zeros(int(bad.sum())))
+    assert torch.equal(update[~bad], clean_update[~bad])  # coordinates are independent: same bits
+    for old, new, clean in zip(state, new_state, clean_state):
+        assert torch.equal(new[bad], old[bad]) and torch.equal(new[~bad], clean[~bad])
+
+
+def test_kernel_gives_the_same_bits_for_any_thread_count_and_sign(rule):
+    config = rule.config
+    gen = torch.Generator().manual_seed(11)
+    theta, packed = random_rule(config, gen)
+    state = [torch.randn(20000, config.hidden_size, generator=gen) for _ in config.state_names]
+    grad = gradients(20000, gen)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_kernel(grad, state, theta, packed, config)
+        torch.set_num_threads(max(threads, 2))
+        two = run_kernel(grad, state, theta, packed, config)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], two[0]) and all(torch.equal(a, b) for a, b in zip(one[1], two[1]))
+    negated = run_kernel(-grad, state, theta, packed, config, sign=-1.0)
+    assert torch.equal(negated[0], one[0]) and all(torch.equal(a, b) for a, b in zip(negated[1], one[1]))
+
+
+def test_optimizer_uses_the_kernel_and_falls_back_without_it(rule, monkeypatch):
+    def train(count: list) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(30, 40), torch.nn.Tanh(), torch.nn.Linear(40, 1))
+        opt = LearnedOptimizer(model.parameters(), weights=rule, chunk_size=500)
+        x, y = torch.randn(64, 30), torch.randn(64, 1)
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    real, calls = kernels.lstm_rule_step, []
+    monkeypatch.setattr(kernels, "lstm_rule_step", lambda *a, **k: calls.append(a[0].numel()) or real(*a, **k))
+    with_kernel = train(calls)
+    # per step: the 1200 weights in slices of 500, 500, 200, then the 40 + 40 + 1 others, one call each
+    assert calls == [500, 500, 200, 40, 40, 1] * 20
+    monkeypatch.setattr(kernels, "cpp_available", lambda name="lstm_cell": False)  # as where it cannot be built
+    calls.clear()
+    without = train(calls)
+    assert calls == []
+    for a, b in zip(with_kernel, without):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert max(float((a - b).abs().max()) for a, b in zip(with_kernel, without)) > 0  # two different computations
