@@ -110,8 +110,8 @@ def lstm_cell_cpp(x, h, c, w_ih, w_hh, b):
 
 
 def rule_step_supports(config) -> bool:
-    """Whether ``lstm_rule_step`` computes this rule (an LSTM with at most 32 hidden units)."""
-    return config.cell == "lstm" and config.hidden_size <= 32
+    """Whether ``lstm_rule_step`` computes this rule (an LSTM of at most 4 layers of at most 32 units)."""
+    return config.cell == "lstm" and config.hidden_size <= 32 and config.num_layers <= 4
 
 
 def pack_lstm(theta, config) -> list[torch.Tensor]:

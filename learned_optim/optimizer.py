@@ -13,7 +13,7 @@ from .pretrained import RuleWeights, load_weights
 
 IMPLEMENTATIONS = ("fast", "torch", "reference")
 NONFINITE_POLICIES = ("skip", "raise")
-STATE_DTYPES = (torch.float32, torch.float64)
+STATE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 try:  # sharded parameters (FSDP2's fully_shard, tensor parallelism) are DTensors
@@ -71,7 +71,10 @@ class LearnedOptimizer(Optimizer):
             ``"reference"`` goes one tensor at a time through the line-by-line
             ``nets.lstm_cell``. All three agree to float32 rounding (tested).
         nonfinite: ``"skip"`` or ``"raise"`` (default: ``"skip"``).
-        state_dtype: dtype of the recurrent state, float32 or float64; the network
+        state_dtype: dtype in which the recurrent state is kept: float32, float64, or
+            bfloat16 / float16 to halve the state's memory (the network then still runs in
+            float32 and each step's new state is rounded to nearest on storing; the quality
+            cost is measured by ``benchmarks/state_precision.py``). With float32 or float64 the network
             runs in this dtype whatever the parameters' dtype (default: float32).
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
@@ -109,7 +112,9 @@ class LearnedOptimizer(Optimizer):
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"Invalid nonfinite: {nonfinite!r} (allowed: {', '.join(NONFINITE_POLICIES)})")
         if state_dtype not in STATE_DTYPES:
-            raise ValueError(f"Invalid state_dtype: {state_dtype} (allowed: torch.float32, torch.float64)")
+            raise ValueError(
+                f"Invalid state_dtype: {state_dtype} (allowed: torch.float32, torch.float64, torch.bfloat16, torch.float16)"
+            )
         if not isinstance(maximize, bool):
             raise ValueError(f"Invalid maximize: {maximize!r} (must be a bool)")
         if not isinstance(compile, bool):
@@ -123,6 +128,8 @@ class LearnedOptimizer(Optimizer):
         self.implementation = implementation
         self.nonfinite = nonfinite
         self.state_dtype = state_dtype
+        # the dtype the network computes in: the state's, but float32 for a half-precision state
+        self._compute_dtype = torch.float32 if state_dtype in _LOW_PRECISION else state_dtype
         self.compile = compile
         self._network = _compiled_network() if compile else _network
         self._theta_cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
@@ -145,6 +152,7 @@ class LearnedOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._network = _compiled_network() if self.__dict__.get("compile") else _network
+        self._compute_dtype = torch.float32 if self.state_dtype in _LOW_PRECISION else self.state_dtype
 
     # -- parameters and state ----------------------------------------------------
 
@@ -170,10 +178,10 @@ class LearnedOptimizer(Optimizer):
         super().add_param_group(param_group)
 
     def _theta(self, device: torch.device) -> dict[str, torch.Tensor]:
-        key = (device, self.state_dtype)
+        key = (device, self._compute_dtype)
         if key not in self._theta_cache:
             self._theta_cache[key] = {
-                k: v.to(device=device, dtype=self.state_dtype) for k, v in self.rule.theta.items()
+                k: v.to(device=device, dtype=self._compute_dtype) for k, v in self.rule.theta.items()
             }
         return self._theta_cache[key]
 
@@ -248,8 +256,12 @@ class LearnedOptimizer(Optimizer):
         return loss
 
     def _rule(self, grad: torch.Tensor, state: nets.State) -> tuple[torch.Tensor, nets.State]:
-        """The rule on a flat gradient (already in state dtype), with the non-finite policy."""
+        """The rule on a flat gradient (already in the compute dtype), with the non-finite policy.
+
+        The new state comes back in the compute dtype; callers store it in the state dtype.
+        """
         theta = self._theta(grad.device)
+        state = tuple(s.to(self._compute_dtype) for s in state)
         config = self.config
         impl = "reference" if self.implementation == "reference" else "fast"
         finite = torch.isfinite(grad)
@@ -263,7 +275,7 @@ class LearnedOptimizer(Optimizer):
         return update, tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
 
     def _flat_grad(self, grad: torch.Tensor, maximize: bool) -> torch.Tensor:
-        flat = grad.reshape(-1).to(self.state_dtype)
+        flat = grad.reshape(-1).to(self._compute_dtype)
         return -flat if maximize else flat
 
     def _reference_update(self, entries, lr: float, maximize: bool) -> None:
@@ -278,7 +290,7 @@ class LearnedOptimizer(Optimizer):
             return
         update, new_state = self._rule(self._flat_grad(grad, maximize), tuple(state[n] for n in names))
         for name, tensor in zip(names, new_state):
-            state[name] = tensor
+            state[name] = tensor.to(self.state_dtype)
         _add_update(p, update.view(p.shape), lr)
 
     def _fast_update(self, entries, lr: float, maximize: bool) -> None:
@@ -321,7 +333,7 @@ class LearnedOptimizer(Optimizer):
                 self._run_chunk(pending, names, lr, maximize)
 
     def _use_kernel(self, device: torch.device) -> bool:
-        if self.implementation != "fast" or self.compile or device.type != "cpu" or self.state_dtype != torch.float32:
+        if self.implementation != "fast" or self.compile or device.type != "cpu" or self.state_dtype == torch.float64:
             return False
         return kernels.rule_step_supports(self.config) and kernels.cpp_available("rule_step")
 

@@ -174,3 +174,19 @@ def test_paper_variants_reuse_the_deep_wide_cells(tmp_path):
     assert variants["2 layers"]["results"] == before[1]["result"]["results"]["10"]
     assert {v["cell"] for v in variants.values()} == {"1x40", "2x20", "1x20-relu", "1x20"}
     assert (tmp_path / "deep_wide_cells" / "1x40.json").exists()  # the cells deep_wide had not run are now kept
+
+
+@needs_mnist
+def test_state_precision_quick_compares_each_state_dtype_on_the_same_seeds(tmp_path):
+    from benchmarks import state_precision
+
+    assert state_precision.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "state_precision.json").read_text())
+    assert set(data["tasks"]) == {"quadratic (l2l-quadratic)", "mnist_mlp (l2l-mnist)", "deep_wide 1x20 (default)"}
+    block = data["tasks"]["deep_wide 1x20 (default)"]["10"]
+    assert set(block) == {"float32", "bfloat16", "float16"}
+    assert block["float32"]["final_loss_ratio_to_float32"] == 1.0
+    for name in ("bfloat16", "float16"):  # a real, different run: not the float32 numbers again, but close
+        ratio = block[name]["final_loss_ratio_to_float32"]
+        assert ratio != 1.0 and 0.8 < ratio < 1.2
+    assert "| deep_wide 1x20 (default) | 5 | float32 |" in (tmp_path / "state_precision.md").read_text()

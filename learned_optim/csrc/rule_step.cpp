@@ -86,11 +86,59 @@ inline bool finite(float x) {
   return (bits & 0x7f800000u) != 0x7f800000u;
 }
 
-// One LSTM layer for one coordinate. in: the layer's nin inputs; h, c: this coordinate's state
-// rows (H floats each, updated in place); W: packed weights (nin + H + 1 rows of NV*8);
-// hout: Hp floats, receives h' (padded lanes included).
+// State rows in memory <-> float rows in registers' reach. float: a copy; bfloat16: round to
+// nearest even on the way out; float16: the F16C conversions where the CPU has them.
+template <typename T>
+struct Row;
+
+template <>
+struct Row<float> {
+  static void load(const float* src, float* dst, int H) { std::memcpy(dst, src, H * sizeof(float)); }
+  static void store(float* dst, const float* src, int H) { std::memcpy(dst, src, H * sizeof(float)); }
+};
+
+template <>
+struct Row<c10::BFloat16> {
+  static void load(const c10::BFloat16* src, float* dst, int H) {
+    const uint16_t* in = reinterpret_cast<const uint16_t*>(src);
+    uint32_t bits[32];
+    for (int j = 0; j < H; ++j) bits[j] = static_cast<uint32_t>(in[j]) << 16;
+    std::memcpy(dst, bits, H * sizeof(float));
+  }
+  static void store(c10::BFloat16* dst, const float* src, int H) {
+    uint32_t bits[32];
+    std::memcpy(bits, src, H * sizeof(float));
+    uint16_t* out = reinterpret_cast<uint16_t*>(dst);
+    // finite values only (the state of a finite rule): round half to even on the 16 dropped bits
+    for (int j = 0; j < H; ++j) out[j] = static_cast<uint16_t>((bits[j] + 0x7fffu + ((bits[j] >> 16) & 1u)) >> 16);
+  }
+};
+
+template <>
+struct Row<c10::Half> {
+  static void load(const c10::Half* src, float* dst, int H) {
+    int j = 0;
+#ifdef __F16C__
+    for (; j + 8 <= H; j += 8)
+      _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
+#endif
+    for (; j < H; ++j) dst[j] = static_cast<float>(src[j]);
+  }
+  static void store(c10::Half* dst, const float* src, int H) {
+    int j = 0;
+#ifdef __F16C__
+    for (; j + 8 <= H; j += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+    for (; j < H; ++j) dst[j] = c10::Half(src[j]);
+  }
+};
+
+// One LSTM layer for one coordinate, in place on its h and c (Hp floats each; lanes past H
+// stay 0). in: the layer's nin inputs (must not alias h); W: packed (nin + H + 1 rows of NV*8).
 template <int NV>
-inline void lstm_layer(const float* in, int nin, float* h, float* c, int H, const float* W, float* hout) {
+inline void lstm_layer(const float* in, int nin, float* h, float* c, int H, const float* W) {
   constexpr int Hp = 2 * NV;  // 4 Hp = 8 NV
   v8 acc[NV];
   const float* bias = W + (nin + H) * 8 * NV;
@@ -111,28 +159,27 @@ inline void lstm_layer(const float* in, int nin, float* h, float* c, int H, cons
   alignas(32) float s[8 * NV];
 #pragma GCC unroll 16
   for (int v = 0; v < NV; ++v) store(s + 8 * v, vsigmoid(acc[v]));
-  alignas(32) float cbuf[Hp] = {};
-  std::memcpy(cbuf, c, H * sizeof(float));
 #pragma GCC unroll 4
   for (int j = 0; j < Hp; j += 8) {
     const v8 si = load(s + j), sf = load(s + Hp + j), sg = load(s + 2 * Hp + j), so = load(s + 3 * Hp + j);
-    const v8 cn = sf * load(cbuf + j) + si * (2.0f * sg - 1.0f);
-    store(cbuf + j, cn);
-    store(hout + j, so * (2.0f * vsigmoid(2.0f * cn) - 1.0f));
+    const v8 cn = sf * load(c + j) + si * (2.0f * sg - 1.0f);
+    store(c + j, cn);
+    store(h + j, so * (2.0f * vsigmoid(2.0f * cn) - 1.0f));
   }
-  std::memcpy(c, cbuf, H * sizeof(float));
-  std::memcpy(h, hout, H * sizeof(float));
 }
 
-template <int NV>
-void run(const float* grad, float sign, int64_t n, const std::vector<float*>& state, int H,
+constexpr int kMaxLayers = 4;
+
+template <int NV, typename T>
+void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state, int H,
          const std::vector<const float*>& W, int nin0, int preprocess, float p, const float* w_out,
          float b_out, float out_scale, float* update) {
   constexpr int Hp = 2 * NV;
   const int layers = static_cast<int>(W.size());
   const float threshold = std::exp(-p), exp_p = std::exp(p);
   at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
-    alignas(32) float hbuf[2][Hp];
+    alignas(32) float h[kMaxLayers][Hp] = {};
+    alignas(32) float c[kMaxLayers][Hp] = {};
     for (int64_t r = begin; r < end; ++r) {
       const float g = sign * grad[r];
       if (!finite(g)) {
@@ -152,20 +199,41 @@ void run(const float* grad, float sign, int64_t n, const std::vector<float*>& st
       } else {
         x[0] = g;
       }
-      const float* in = x;
-      int nin = nin0;
       for (int l = 0; l < layers; ++l) {
-        float* hrow = state[2 * l] + r * H;
-        float* crow = state[2 * l + 1] + r * H;
-        lstm_layer<NV>(in, nin, hrow, crow, H, W[l], hbuf[l & 1]);
-        in = hbuf[l & 1];
-        nin = H;
+        Row<T>::load(state[2 * l] + r * H, h[l], H);
+        Row<T>::load(state[2 * l + 1] + r * H, c[l], H);
+      }
+      for (int l = 0; l < layers; ++l) lstm_layer<NV>(l == 0 ? x : h[l - 1], l == 0 ? nin0 : H, h[l], c[l], H, W[l]);
+      for (int l = 0; l < layers; ++l) {
+        Row<T>::store(state[2 * l] + r * H, h[l], H);
+        Row<T>::store(state[2 * l + 1] + r * H, c[l], H);
       }
       float u = b_out;
-      for (int j = 0; j < H; ++j) u += w_out[j] * in[j];
+      for (int j = 0; j < H; ++j) u += w_out[j] * h[layers - 1][j];
       update[r] = out_scale * u;
     }
   });
+}
+
+template <typename T>
+void dispatch(int nv, const float* g, float sign, int64_t n, const std::vector<torch::Tensor>& states, int H,
+              const std::vector<const float*>& w, int nin0, int pre, float p, const float* wo, float bo, float sc,
+              float* u) {
+  std::vector<T*> s;
+  for (const auto& t : states) s.push_back(t.data_ptr<T>());
+  switch (nv) {
+#define LEARNED_OPTIM_CASE(NV)                                    \
+  case NV:                                                        \
+    run<NV, T>(g, sign, n, s, H, w, nin0, pre, p, wo, bo, sc, u); \
+    break;
+    LEARNED_OPTIM_CASE(4)
+    LEARNED_OPTIM_CASE(8)
+    LEARNED_OPTIM_CASE(12)
+    LEARNED_OPTIM_CASE(16)
+#undef LEARNED_OPTIM_CASE
+    default:
+      TORCH_CHECK(false, "hidden sizes up to 32 are supported, got ", H);
+  }
 }
 
 void check_f32(const torch::Tensor& t, const char* what) {
@@ -175,8 +243,9 @@ void check_f32(const torch::Tensor& t, const char* what) {
 
 }  // namespace
 
-// grad (N,); states [h0, c0, h1, c1, ...] each (N, H), updated in place; packed: one (nin_l + H + 1,
-// 4 Hp) tensor per layer (kernels.pack_lstm); readout_w (H,); update (N,) receives the update.
+// grad (N,); states [h0, c0, h1, c1, ...] each (N, H), all float32, all bfloat16 or all float16,
+// updated in place; packed: one (nin_l + H + 1, 4 Hp) float32 tensor per layer (kernels.pack_lstm);
+// readout_w (H,); update (N,) receives the update.
 void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<torch::Tensor>& states,
                     const std::vector<torch::Tensor>& packed, const std::string& preprocess, double p,
                     const torch::Tensor& readout_w, double readout_b, double output_scale, torch::Tensor& update) {
@@ -185,17 +254,19 @@ void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<to
   check_f32(readout_w, "readout_w");
   const int64_t n = grad.numel();
   TORCH_CHECK(update.numel() == n, "update: one value per coordinate");
-  TORCH_CHECK(!packed.empty() && states.size() == 2 * packed.size(), "states: h and c of every layer");
+  TORCH_CHECK(!packed.empty() && static_cast<int>(packed.size()) <= kMaxLayers, "1 to ", kMaxLayers, " layers");
+  TORCH_CHECK(states.size() == 2 * packed.size(), "states: h and c of every layer");
   const int H = static_cast<int>(readout_w.numel());
   const int four_hp = static_cast<int>(packed[0].size(1));
   TORCH_CHECK(four_hp % 8 == 0 && four_hp / 4 >= H && four_hp / 4 - H < 8, "packed: 4 Hp columns, Hp = H rounded up to 8");
   const int nin0 = preprocess == "log_sign" ? 2 : (preprocess == "none" ? 1 : -1);
   TORCH_CHECK(nin0 > 0, "preprocess: log_sign or none");
-  std::vector<float*> s;
+  const auto dtype = states[0].scalar_type();
+  TORCH_CHECK(dtype == torch::kFloat32 || dtype == torch::kBFloat16 || dtype == torch::kFloat16,
+              "state: float32, bfloat16 or float16");
   for (const auto& t : states) {
-    check_f32(t, "state");
+    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.is_contiguous(), "state: contiguous CPU, one dtype");
     TORCH_CHECK(t.dim() == 2 && t.size(0) == n && t.size(1) == H, "state: (N, H)");
-    s.push_back(t.data_ptr<float>());
   }
   std::vector<const float*> w;
   for (size_t l = 0; l < packed.size(); ++l) {
@@ -209,22 +280,16 @@ void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<to
   const float* wo = readout_w.data_ptr<float>();
   const float sg = static_cast<float>(sign), pp = static_cast<float>(p), bo = static_cast<float>(readout_b),
               sc = static_cast<float>(output_scale);
-  const int pre = nin0 == 2 ? 0 : 1;
-  switch (four_hp / 8) {
-#define LEARNED_OPTIM_CASE(NV) \
-  case NV:                     \
-    run<NV>(g, sg, n, s, H, w, nin0, pre, pp, wo, bo, sc, u); \
-    break;
-    LEARNED_OPTIM_CASE(4)
-    LEARNED_OPTIM_CASE(8)
-    LEARNED_OPTIM_CASE(12)
-    LEARNED_OPTIM_CASE(16)
-#undef LEARNED_OPTIM_CASE
-    default:
-      TORCH_CHECK(false, "hidden sizes up to 32 are supported, got ", H);
+  const int pre = nin0 == 2 ? 0 : 1, nv = four_hp / 8;
+  if (dtype == torch::kFloat32) {
+    dispatch<float>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u);
+  } else if (dtype == torch::kBFloat16) {
+    dispatch<c10::BFloat16>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u);
+  } else {
+    dispatch<c10::Half>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u);
   }
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_rule_step", &lstm_rule_step, "The LearnedOptimizer step of an LSTM rule, in place (CPU, float32)");
+  m.def("lstm_rule_step", &lstm_rule_step, "The LearnedOptimizer step of an LSTM rule, state updated in place (CPU; float32, bfloat16 or float16 state)");
 }

@@ -1,0 +1,134 @@
+"""What a half-precision LSTM state costs in quality: LearnedOptimizer(state_dtype=...) on the paper's tasks and the deep_wide grid.
+
+    python -m benchmarks.state_precision --data-root ../shared/data      # base tasks and every deep_wide cell
+    python -m benchmarks.state_precision --quick --data-root ../shared/data
+    python -m benchmarks.state_precision --cells 1x20,2x100 --data-root DATA
+
+For each task, the shipped rule for it runs on the same evaluation seeds with its
+state kept in float32, bfloat16 and float16 (the network computes in float32 either
+way; see LearnedOptimizer's ``state_dtype``). Reported: final training loss and sum
+of losses (mean ± s.e.), and each half dtype's mean final loss relative to float32's
+(issue 6's target: no task more than 2% worse). Tasks: the 10-d quadratics
+(l2l-quadratic) and the base MNIST MLP (l2l-mnist), 100 steps; the deep_wide cells
+(the default rule), run to the longest horizon and read at each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from learned_optim import LearnedOptimizer, load_weights
+from learned_optim.baselines import train_and_evaluate
+from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
+
+from . import deep_wide
+from .common import DEFAULT_OUT, fmt, markdown_table, mean_se, progress, provenance, write_json
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TARGET = 1.02  # a half state may cost at most 2% in mean final loss
+
+
+def run_task(label: str, task, weights, seeds, horizons, device) -> dict:
+    longest = max(horizons)
+    curves = {}
+    for name, dtype in DTYPES.items():
+        runs = []
+        for seed in progress(seeds, len(seeds), f"{label}: {name}"):
+            factory = lambda p: LearnedOptimizer(p, weights=weights, state_dtype=dtype)  # noqa: E731
+            runs.append(train_and_evaluate(task.sample(seed, device), factory, longest)[0])
+        curves[name] = torch.stack(runs)
+    out = {}
+    for h in horizons:
+        block = {}
+        for name, losses in curves.items():
+            finals, sums = losses[:, h - 1], losses[:, :h].sum(1)
+            block[name] = {"final_loss": dict(zip(("mean", "se"), mean_se(finals))),
+                           "sum_of_losses": dict(zip(("mean", "se"), mean_se(sums)))}
+        base = block["float32"]["final_loss"]["mean"]
+        for name in DTYPES:
+            block[name]["final_loss_ratio_to_float32"] = block[name]["final_loss"]["mean"] / base
+        out[str(h)] = block
+    return out
+
+
+def to_markdown(data: dict) -> str:
+    p = data["provenance"]
+    s = data["settings"]
+    rows, worst = [], {}
+    for task, by_h in data["tasks"].items():
+        for h, block in by_h.items():
+            for name in DTYPES:
+                r = block[name]
+                ratio = r["final_loss_ratio_to_float32"]
+                if name != "float32":
+                    worst[name] = max(worst.get(name, 0.0), ratio)
+                rows.append([task if name == "float32" else "", h if name == "float32" else "", name,
+                             fmt(**r["final_loss"]), fmt(**r["sum_of_losses"]),
+                             "" if name == "float32" else f"{ratio:.4f}" + ("" if ratio <= TARGET else " (over 2%)")])
+    lines = [
+        "# Half-precision optimizer state: the quality cost",
+        "",
+        f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.",
+        "",
+        f"Mean ± s.e. over {s['eval_seeds']} evaluation seeds (the same seeds for every dtype). The network computes in "
+        "float32; only the stored state is rounded. Ratio = mean final loss / float32's (target ≤ 1.02).",
+        "",
+        markdown_table(["task", "steps", "state dtype", "final loss", "sum of losses", "final loss / float32"], rows),
+        "",
+        "Worst ratio: " + ", ".join(f"{name} {r:.4f}" for name, r in worst.items()) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.state_precision", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cells", default=",".join(deep_wide.cell_name(c) for c in deep_wide.CELLS),
+                        help="deep_wide cells ('' for none)")
+    parser.add_argument("--horizons", default="100,200", help="deep_wide cells' step counts")
+    parser.add_argument("--eval-seeds", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--data-root", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cells, args.horizons, args.eval_seeds = "1x20", "5,10", 2
+    try:
+        cells = deep_wide.parse_cells(args.cells) if args.cells else []
+        horizons = sorted(int(h) for h in args.horizons.split(","))
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    started = time.perf_counter()
+    seeds = list(EVAL_SEEDS[: args.eval_seeds])
+    base_steps = [10] if args.quick else [100]
+    tasks = {}
+    try:
+        for task_name, rule in (("quadratic", "l2l-quadratic"), ("mnist_mlp", "l2l-mnist")):
+            task = make_task(task_name, data_root=args.data_root)
+            tasks[f"{task_name} ({rule})"] = run_task(task_name, task, load_weights(rule), seeds, base_steps, args.device)
+        default = load_weights("default")
+        for cell in cells:
+            layers, units, activation = cell
+            task = make_task("mnist_mlp", data_root=args.data_root, hidden=(units,) * layers, activation=activation)
+            label = f"deep_wide {deep_wide.cell_name(cell)} (default)"
+            tasks[label] = run_task(label, task, default, seeds, horizons, args.device)
+    except DataNotFoundError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    data = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "tasks": tasks,
+            "provenance": provenance("benchmarks.state_precision", argv, args.device, started)}
+    out = Path(args.out)
+    write_json(out / "state_precision.json", data)
+    text = to_markdown(data)
+    (out / "state_precision.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
