@@ -135,6 +135,12 @@ def pack_lstm(theta, config) -> list[torch.Tensor]:
     return packed
 
 
+def _padded_readout(theta, config) -> torch.Tensor:
+    readout = torch.zeros(-(-config.hidden_size // 8) * 8)
+    readout[: config.hidden_size] = theta["readout.w"].reshape(-1).detach()
+    return readout
+
+
 def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0) -> torch.Tensor:
     """The rule's update for a flat CPU float32 gradient; ``states`` (N, H each) are updated in place.
 
@@ -144,7 +150,7 @@ def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0) -> to
     update = torch.empty_like(grad)
     _modules["rule_step"].lstm_rule_step(
         grad, float(sign), list(states), packed, config.preprocess, float(config.p),
-        theta["readout.w"].reshape(-1).detach().to(dtype=torch.float32).contiguous(),
+        _padded_readout(theta, config),
         float(theta["readout.b"].reshape(())), float(config.output_scale), update,
     )
     return update

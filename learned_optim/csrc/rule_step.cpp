@@ -46,8 +46,13 @@ inline void store(float* p, v8 x) { *reinterpret_cast<v8*>(p) = x; }
 // exp on 8 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial (relative
 // error ~2e-7), 2^n from the exponent bits. Inputs are clamped to [-87, 87], so no overflow.
 inline v8 vexp(v8 x) {
+#ifdef __AVX__
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(reinterpret_cast<__m256&>(x), _mm256_set1_ps(-87.0f)), _mm256_set1_ps(87.0f));
+  std::memcpy(&x, &xc, sizeof(x));
+#else
   x = x < -87.0f ? splat(-87.0f) : x;
   x = x > 87.0f ? splat(87.0f) : x;
+#endif
   const v8 t = x * 1.44269504088896341f;
   const v8i n = __builtin_convertvector(t + 127.5f, v8i) - 127;  // round half up (t + 127.5 > 0)
   const v8 nf = __builtin_convertvector(n, v8);
@@ -208,8 +213,12 @@ void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state,
         Row<T>::store(state[2 * l] + r * H, h[l], H);
         Row<T>::store(state[2 * l + 1] + r * H, c[l], H);
       }
+      // readout on whole vectors (w_out is padded to Hp with zeros), then the 8 lanes summed
+      v8 acc = splat(0.0f);
+#pragma GCC unroll 4
+      for (int j = 0; j < Hp; j += 8) acc += load(w_out + j) * load(h[layers - 1] + j);
       float u = b_out;
-      for (int j = 0; j < H; ++j) u += w_out[j] * h[layers - 1][j];
+      for (int j = 0; j < 8; ++j) u += acc[j];
       update[r] = out_scale * u;
     }
   });
@@ -245,7 +254,7 @@ void check_f32(const torch::Tensor& t, const char* what) {
 
 // grad (N,); states [h0, c0, h1, c1, ...] each (N, H), all float32, all bfloat16 or all float16,
 // updated in place; packed: one (nin_l + H + 1, 4 Hp) float32 tensor per layer (kernels.pack_lstm);
-// readout_w (H,); update (N,) receives the update.
+// readout_w (Hp,): w_out padded with zeros; update (N,) receives the update.
 void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<torch::Tensor>& states,
                     const std::vector<torch::Tensor>& packed, const std::string& preprocess, double p,
                     const torch::Tensor& readout_w, double readout_b, double output_scale, torch::Tensor& update) {
@@ -256,9 +265,11 @@ void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<to
   TORCH_CHECK(update.numel() == n, "update: one value per coordinate");
   TORCH_CHECK(!packed.empty() && static_cast<int>(packed.size()) <= kMaxLayers, "1 to ", kMaxLayers, " layers");
   TORCH_CHECK(states.size() == 2 * packed.size(), "states: h and c of every layer");
-  const int H = static_cast<int>(readout_w.numel());
+  TORCH_CHECK(states[0].dim() == 2, "state: (N, H)");
+  const int H = static_cast<int>(states[0].size(1));
   const int four_hp = static_cast<int>(packed[0].size(1));
   TORCH_CHECK(four_hp % 8 == 0 && four_hp / 4 >= H && four_hp / 4 - H < 8, "packed: 4 Hp columns, Hp = H rounded up to 8");
+  TORCH_CHECK(readout_w.numel() == four_hp / 4, "readout_w: Hp values");
   const int nin0 = preprocess == "log_sign" ? 2 : (preprocess == "none" ? 1 : -1);
   TORCH_CHECK(nin0 > 0, "preprocess: log_sign or none");
   const auto dtype = states[0].scalar_type();
