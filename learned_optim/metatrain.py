@@ -644,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--init", default=None, help="quadratic: initial θ, zeros or normal")
     group.add_argument("--hidden", type=_positive_ints, default=None, help="mnist_mlp: hidden layer sizes, e.g. 20 or 100,100")
     group.add_argument("--activation", default=None, help="mnist_mlp: sigmoid, relu or tanh")
+    group.add_argument("--family", default=None, help="mixture: a named family of tasks (tasks.FAMILIES), e.g. mlp-family")
     group.add_argument("--batch-size", type=int, default=None, help="mnist_mlp: images per step")
     return parser
 
@@ -655,6 +656,7 @@ TASK_FLAGS = {
     "rosenbrock": (),
     "two_moons": ("hidden",),
     "mnist_cnn": ("batch_size",),
+    "mixture": ("family",),
 }
 
 
@@ -662,7 +664,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
     if args.task not in TASK_FLAGS:
         raise ValueError(f"Unknown task: {args.task!r} (available: {', '.join(sorted(TASK_FLAGS))})")
     options = {}
-    for flag in ("dim", "init", "hidden", "activation", "batch_size"):
+    for flag in ("dim", "init", "hidden", "activation", "batch_size", "family"):
         value = getattr(args, flag)
         if value is None:
             continue

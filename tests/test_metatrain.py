@@ -149,6 +149,8 @@ def test_metatrain_on_cuda(tmp_path):
         (["--task", "cifar"], "Unknown task: 'cifar'"),
         (["--task", "quadratic", "--steps", "-5"], "Invalid steps: -5"),
         (["--task", "quadratic", "--hidden", "20"], "--hidden does not apply to task 'quadratic'"),
+        (["--task", "quadratic", "--family", "mlp-family"], "--family does not apply to task 'quadratic'"),
+        (["--task", "mixture", "--family", "nonesuch"], "Unknown family: 'nonesuch'"),
         (["--task", "mnist_mlp", "--data-root", "/nonexistent/data"], "MNIST not found under /nonexistent/data"),
         (["--task", "quadratic", "--epochs", "x"], "invalid int value"),
         (["--task", "quadratic", "--problems-per-step", "3"], "Invalid problems_per_step: 3 (must divide runs_per_epoch, 20)"),
@@ -180,3 +182,24 @@ def test_mnist_meta_training_runs(tmp_path):
     config = MetaTrainConfig(task="mnist_mlp", epochs=1, runs_per_epoch=1, steps=4, unroll=2, val_problems=1)
     out = metatrain(config, tmp_path / "m.safetensors", log=lambda m: None)
     assert load_weights(out).card["task"]["hidden"] == [20]
+
+
+def test_metatrain_on_a_mixture_records_its_members(tmp_path):
+    members = [["quadratic", {"dim": 3}], ["linreg", {"dim": 4}]]
+    config = MetaTrainConfig(**{**TINY, "task": "mixture", "task_options": {"members": members}})
+    out = metatrain(config, tmp_path / "mix.safetensors", log=lambda m: None)
+    card = load_weights(out).card
+    assert [m["name"] for m in card["task"]["members"]] == ["quadratic", "linreg"]
+    assert card["validation"]["best"] < card["validation"]["history"][0]["val"]  # it learned something
+    # the card's recipe rebuilds the same task
+    recipe = card["metatrain"]
+    assert make_task(recipe["task"], **recipe["task_options"]).describe() == card["task"]
+
+
+@needs_mnist
+def test_cli_family_recipe_parses_to_a_mixture(tmp_path):
+    args = mt.build_parser().parse_args(["--task", "mixture", "--family", "mlp-family", "--out", str(tmp_path / "f.safetensors")])
+    config = mt.config_from_args(args)
+    assert config.task == "mixture" and config.task_options == {"family": "mlp-family"}
+    task = make_task(config.task, **config.task_options)
+    assert len(task.tasks) == 8 and task.describe()["family"] == "mlp-family"

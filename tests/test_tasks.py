@@ -160,3 +160,56 @@ def test_mnist_problem_is_reproducible_and_functional():
     torch.testing.assert_close(p1.loss(3, params), p1.loss(3))
     metrics = p1.evaluate()
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
+
+
+# -- mixtures of tasks ----------------------------------------------------------------------
+
+
+def test_mixture_problem_is_its_member_tasks_problem():
+    from learned_optim.tasks import make_task
+
+    members = [("quadratic", {"dim": 5}), ("linreg", {}), ("quadratic", {"dim": 3, "init": "normal"})]
+    mixture = make_task("mixture", members=members)
+    alone = [make_task(name, **options) for name, options in members]
+    for seed in [0, 1, 2, 3, 10_001, 1_000_005]:
+        index = mixture.member(seed)
+        assert index == seed % 3
+        a, b = mixture.sample(seed), alone[index].sample(seed)
+        for (na, pa), (nb, pb) in zip(a.model.named_parameters(), b.model.named_parameters()):
+            assert na == nb and torch.equal(pa, pb)
+        for t in (0, 7):
+            assert torch.equal(a.loss(t), b.loss(t))
+    description = mixture.describe()
+    assert description["name"] == "mixture" and [m["name"] for m in description["members"]] == ["quadratic", "linreg", "quadratic"]
+    assert description["members"][2]["dim"] == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"members": []}, "at least one member"),
+        ({"members": [("mixture", {})]}, "do not nest"),
+        ({"members": [("quadratic",)]}, "Invalid member"),
+        ({"members": [("nonesuch", {})]}, "Unknown task: 'nonesuch'"),
+        ({"family": "nonesuch"}, "Unknown family: 'nonesuch'"),
+        ({"family": "mlp-family", "members": [("quadratic", {})]}, "not both"),
+    ],
+)
+def test_mixture_refuses_bad_members(kwargs, message):
+    from learned_optim.tasks import make_task
+
+    with pytest.raises(ValueError, match=message):
+        make_task("mixture", **kwargs)
+
+
+def test_mlp_family_shares_no_model_with_the_deep_wide_grid():
+    """A rule meta-trained on the family is evaluated on deep_wide's cells: none of them may be a member."""
+    from benchmarks.deep_wide import CELLS
+    from learned_optim.tasks import FAMILIES
+
+    members = FAMILIES["mlp-family"]
+    assert len(members) >= 5 and all(name == "mnist_mlp" for name, _ in members)
+    grid = {((units,) * layers, activation) for layers, units, activation in CELLS}
+    shapes = {(tuple(opts["hidden"]), opts["activation"]) for _, opts in members}
+    assert not shapes & grid
+    assert len({len(h) for h, _ in shapes}) >= 3 and len({a for _, a in shapes}) == 3  # depths and activations vary

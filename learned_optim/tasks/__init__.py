@@ -10,6 +10,7 @@ from typing import Any
 
 from .base import EVAL_SEEDS, TRAIN_SEED_START, TUNING_SEEDS, VALIDATION_SEEDS, Problem, Task
 from .data import DataNotFoundError
+from .mixture import FAMILIES, MixtureConfig, MixtureTask
 from .mnist import MNISTCNNConfig, MNISTCNNTask, MNISTMLPConfig, MNISTMLPTask
 from .quadratic import QuadraticConfig, QuadraticTask
 from .toy import LinRegConfig, LinRegTask, RosenbrockConfig, RosenbrockTask, TwoMoonsConfig, TwoMoonsTask
@@ -22,6 +23,8 @@ TASKS: dict[str, type[Task]] = {
     "rosenbrock": RosenbrockTask,
     "two_moons": TwoMoonsTask,
     "mnist_cnn": MNISTCNNTask,
+    # a distribution over the tasks above (issue 5: rules that serve many models)
+    "mixture": MixtureTask,
 }
 
 
@@ -30,7 +33,7 @@ def make_task(name: str, data_root: Any = None, **options: Any) -> Task:
     if name not in TASKS:
         raise ValueError(f"Unknown task: {name!r} (available: {', '.join(sorted(TASKS))})")
     cls = TASKS[name]
-    if cls in (MNISTMLPTask, MNISTCNNTask):
+    if cls in (MNISTMLPTask, MNISTCNNTask, MixtureTask):
         return cls(data_root=data_root, **options)
     return cls(**options)
 
@@ -41,6 +44,9 @@ __all__ = [
     "TUNING_SEEDS",
     "VALIDATION_SEEDS",
     "DataNotFoundError",
+    "FAMILIES",
+    "MixtureConfig",
+    "MixtureTask",
     "LinRegConfig",
     "LinRegTask",
     "MNISTCNNConfig",

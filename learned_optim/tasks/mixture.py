@@ -1,0 +1,89 @@
+"""A distribution of tasks: each seed's problem comes from one member task.
+
+    task = make_task("mixture", members=[("mnist_mlp", {"hidden": [32, 32], "activation": "relu"}),
+                                         ("quadratic", {})])
+    task.sample(seed)   # member seed % len(members), sampled with the same seed
+
+Meta-training on a mixture is how a rule learns to serve many models rather than
+one (issue 5's first lever). The member of a seed is ``seed % len(members)``, so
+consecutive meta-training seeds go round the members in turn and validation (its
+own seed range) covers them evenly; a problem is exactly what its member task
+gives for that seed, on any device. Named families (``FAMILIES``) keep recipes
+short on the command line: ``--task mixture --family mlp-family``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .base import Problem, Task
+
+# MNIST MLPs that differ from every cell of the deep_wide grid (benchmarks/deep_wide.py) in shape or
+# activation, so that a rule meta-trained on them is evaluated there on models it never saw.
+FAMILIES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
+    "mlp-family": tuple(
+        ("mnist_mlp", {"hidden": list(hidden), "activation": activation, "batch_size": batch})
+        for hidden, activation, batch in (
+            ((32,), "sigmoid", 128),
+            ((16, 16), "sigmoid", 128),
+            ((48, 48), "tanh", 64),
+            ((24, 24, 24), "relu", 128),
+            ((64,), "relu", 256),
+            ((32, 32, 32, 32), "sigmoid", 128),
+            ((128, 64), "sigmoid", 128),
+            ((200,), "tanh", 128),
+        )
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    members: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (task name, sorted option items)
+
+    @classmethod
+    def from_members(cls, members: Sequence[Sequence[Any]]) -> "MixtureConfig":
+        if not members:
+            raise ValueError("Invalid members: a mixture needs at least one member task")
+        normalized = []
+        for member in members:
+            if len(member) != 2 or not isinstance(member[0], str) or not isinstance(member[1], dict):
+                raise ValueError(f"Invalid member: {member!r} (a (task name, options dict) pair)")
+            if member[0] == "mixture":
+                raise ValueError("Invalid member: 'mixture' (mixtures do not nest)")
+            normalized.append((member[0], tuple(sorted(member[1].items()))))
+        return cls(tuple(normalized))
+
+
+class MixtureTask(Task):
+    name = "mixture"
+
+    def __init__(self, data_root: Any = None, members: Sequence[Sequence[Any]] = (), family: str | None = None) -> None:
+        if family is not None:
+            if members:
+                raise ValueError("Invalid mixture: give members or family, not both")
+            if family not in FAMILIES:
+                raise ValueError(f"Unknown family: {family!r} (available: {', '.join(sorted(FAMILIES))})")
+            members = FAMILIES[family]
+        from . import make_task  # the registry imports this module
+
+        super().__init__(MixtureConfig.from_members(members))
+        self.family = family
+        self.tasks = [make_task(name, data_root=data_root, **dict(options)) for name, options in self.config.members]
+
+    def member(self, seed: int) -> int:
+        """Index of the member task that a seed's problem comes from."""
+        return seed % len(self.tasks)
+
+    def sample(self, seed: int, device: torch.device | str = "cpu") -> Problem:
+        return self.tasks[self.member(seed)].sample(seed, device)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "members": [task.describe() for task in self.tasks]}
+
+
+__all__ = ["FAMILIES", "MixtureConfig", "MixtureTask"]
+
