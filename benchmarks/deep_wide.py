@@ -201,6 +201,23 @@ def to_markdown(data: dict) -> str:
               f"{max(v['final_loss_ratio_to_tuned_adam'].values()):.3g}"] for k, v in data["summary"].items()],
         ),
     ]
+    for rule in data["summary"] and sorted({k.split("@")[0] for k in data["summary"]}):
+        rows = []
+        for h in s["horizons"]:
+            for cell, block in data["cells"].items():
+                results = block["results"][str(h)]
+                mine = results[f"LearnedOptimizer ({rule})"]["final_loss"]
+                adam_key = next(k for k in results if k.startswith("Adam (") and k.endswith("tuned)"))
+                tuned = {k: v for k, v in results.items() if k.endswith("tuned)")}
+                best_key = min(tuned, key=lambda k: tuned[k]["final_loss"]["mean"])
+                ratio = mine["mean"] / results[adam_key]["final_loss"]["mean"]
+                rows.append([cell, block["cell"]["parameters"], h, fmt(**mine), fmt(**results[adam_key]["final_loss"]),
+                             adam_key.split("lr=")[1].split(",")[0], f"{ratio:.2f}" + (" (loses)" if ratio > 1 else ""),
+                             f"{best_key.split(' (')[0]} {tuned[best_key]['final_loss']['mean']:.3g}",
+                             fmt(**results["Adam (lr=1e-3, default)"]["final_loss"])])
+        parts += ["", f"## Per cell: LearnedOptimizer ({rule}) against tuned Adam (final training loss)", "",
+                  markdown_table(["cell", "parameters", "steps", "learned", "Adam, tuned", "its lr", "learned / tuned Adam",
+                                  "best tuned baseline", "Adam at 1e-3"], rows)]
     for h in s["horizons"]:
         rows = []
         for cell, block in data["cells"].items():
