@@ -33,7 +33,7 @@ from learned_optim.metatrain import MetaTrainConfig, metatrain
 from learned_optim.tasks import DataNotFoundError
 
 from . import deep_wide
-from .common import DEFAULT_OUT, fmt, markdown_table, provenance, write_json
+from .common import DEFAULT_OUT, draw_curves, fmt, markdown_table, provenance, write_json
 
 FINE_GRID = (0.002, 0.003, 0.004, 0.005, 0.006)
 VARIANTS = {  # name: (cell, horizon)
@@ -83,6 +83,7 @@ def run_sweep(args) -> dict:
                 "final_validation": history[-1]["val"],
                 "untrained_validation": history[0]["val"],
                 "wall_time_s": card["wall_time_s"],
+                "history": [{"epoch": h["epoch"], "val": h["val"]} for h in history],
             }
     return rows
 
@@ -108,6 +109,50 @@ def to_markdown(data: dict) -> str:
         parts.append(markdown_table(["grid", "meta-lr", "epochs", "best validation", "at epoch", "last epoch's validation"], rows))
         parts += ["", "The report: 0.004 best, validation 52.3 after 100 epochs; most coarse-grid rates collapse to chance."]
     return "\n".join(parts) + "\n"
+
+
+def plot(data: dict, out: Path) -> list[str]:
+    """paper_variants.png (loss curves of each variant, ± s.e.) and paper_sweep.png (validation per epoch and rate)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plots", file=sys.stderr)
+        return []
+    written = []
+    out.mkdir(parents=True, exist_ok=True)
+    if data.get("variants"):
+        names = list(data["variants"])
+        fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+        for ax, name in zip(axes.flat, names):
+            block = data["variants"][name]
+            curves = {k: (v["curve_mean"][: block["steps"]], v["curve_se"][: block["steps"]] if v["curve_se"] else None)
+                      for k, v in block["results"].items()}
+            draw_curves(ax, curves, f"{name} ({block['cell']})", legend=name == names[0])
+        fig.tight_layout()
+        fig.savefig(out / "paper_variants.png", dpi=90)
+        plt.close(fig)
+        written.append("paper_variants.png")
+    if data.get("sweep"):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
+        for ax, grid in zip(axes.flat, ("fine", "coarse")):
+            for row in (r for r in data["sweep"].values() if r["grid"] == grid):
+                history = [(h["epoch"], h["val"]) for h in row.get("history", []) if math.isfinite(h["val"])]
+                if history:
+                    ax.plot(*zip(*history), "o-", ms=3, label=f"meta-lr {row['meta_lr']:g}")
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("validation: mean sum of losses")
+            ax.set_title(f"{grid} grid")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "paper_sweep.png", dpi=90)
+        plt.close(fig)
+        written.append("paper_sweep.png")
+    return written
 
 
 def main(argv=None) -> int:
@@ -139,8 +184,9 @@ def main(argv=None) -> int:
     data["provenance"] = provenance("benchmarks.paper", argv, args.device, started)
     out = Path(args.out)
     write_json(out / "paper.json", data)
-    (out / "paper.md").write_text(to_markdown(data))
-    print(to_markdown(data))
+    text = to_markdown(data) + "".join(f"\n![{name}]({name})\n" for name in plot(data, out))
+    (out / "paper.md").write_text(text)
+    print(text)
     return 0
 
 

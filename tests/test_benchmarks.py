@@ -142,6 +142,7 @@ def test_paper_sweep_quick_meta_trains_each_rate_and_reuses_finished_runs(tmp_pa
     assert paper.main(["--quick", "--part", "sweep", "--out", str(tmp_path)]) == 0  # a second call trains nothing
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps
     assert "| fine | 0.002 | 1 |" in (tmp_path / "paper.md").read_text()
+    assert (tmp_path / "paper_sweep.png").exists() and data["sweep"]["fine 0.002"]["history"][0]["epoch"] == 0
 
 
 def test_random_search_samples_its_ranges_and_keeps_the_best():
@@ -174,6 +175,7 @@ def test_paper_variants_reuse_the_deep_wide_cells(tmp_path):
     assert variants["2 layers"]["results"] == before[1]["result"]["results"]["10"]
     assert {v["cell"] for v in variants.values()} == {"1x40", "2x20", "1x20-relu", "1x20"}
     assert (tmp_path / "deep_wide_cells" / "1x40.json").exists()  # the cells deep_wide had not run are now kept
+    assert (tmp_path / "paper_variants.png").stat().st_size > 10_000 and "![paper_variants.png]" in (tmp_path / "paper.md").read_text()
 
 
 @needs_mnist
