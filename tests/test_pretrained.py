@@ -170,7 +170,7 @@ def test_wheel_installs_the_weight_files(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(site)
-    assert "learned_optim/csrc/lstm_cell.cpp" in names
+    assert "learned_optim/csrc/lstm_cell.cpp" in names and "learned_optim/csrc/rule_step.cpp" in names
     shipped = sorted(p.name for p in pretrained_dir().glob("*.safetensors"))
     for name in shipped:
         assert f"learned_optim/pretrained_weights/{name}" in names
