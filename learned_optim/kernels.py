@@ -49,8 +49,9 @@ def _build(name: str = "lstm_cell"):
             )
         except Exception as exc:  # no compiler, no ninja, a failed build: fall back, say so once
             _errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            hint = " (pip install ninja, or learned_optim[fast], to build it)" if "ninja" in _errors[name].lower() else ""
             warnings.warn(
-                f"learned_optim: the C++ kernel {name} could not be built ({_errors[name]}); "
+                f"learned_optim: the C++ kernel {name} could not be built ({_errors[name]}){hint}; "
                 "using the PyTorch implementation instead",
                 RuntimeWarning,
                 stacklevel=3,
