@@ -116,15 +116,23 @@ def draw_curves(ax, curves: dict[str, tuple[Sequence[float], Sequence[float] | N
         ax.legend(fontsize=7)
 
 
-def plot_curves(curves: dict[str, torch.Tensor], path: Path, title: str, ylabel: str = "training loss") -> bool:
-    """Runs (seeds × steps) per optimizer as mean ± s.e. curves; diverged runs left out and counted. False if no matplotlib."""
+def pyplot(what: str = "plots"):
+    """matplotlib.pyplot on the Agg backend, or None (saying so on stderr) where matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print(f"matplotlib is not installed: skipping {path.name}", file=sys.stderr)
+        print(f"matplotlib is not installed: skipping {what}", file=sys.stderr)
+        return None
+    return plt
+
+
+def plot_curves(curves: dict[str, torch.Tensor], path: Path, title: str, ylabel: str = "training loss") -> bool:
+    """Runs (seeds × steps) per optimizer as mean ± s.e. curves; diverged runs left out and counted. False if no matplotlib."""
+    plt = pyplot(path.name)
+    if plt is None:
         return False
     summary = {}
     for name, runs in curves.items():

@@ -30,7 +30,7 @@ from learned_optim import LearnedOptimizer, load_weights
 from learned_optim.baselines import BASELINES, LR_GRID, baseline, train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, TUNING_SEEDS, DataNotFoundError, make_task
 
-from .common import DEFAULT_OUT, draw_curves, fmt, markdown_table, mean_se, progress, provenance, write_json
+from .common import DEFAULT_OUT, draw_curves, fmt, markdown_table, mean_se, progress, provenance, pyplot, write_json
 
 # (hidden layers, units per layer, activation): the report's grid
 CELLS: tuple[tuple[int, int, str], ...] = (
@@ -232,13 +232,8 @@ def to_markdown(data: dict) -> str:
 
 
 def plot(data: dict, out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plots", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     for h in data["settings"]["horizons"]:
         cells = list(data["cells"])

@@ -33,7 +33,7 @@ from learned_optim.metatrain import MetaTrainConfig, metatrain
 from learned_optim.tasks import DataNotFoundError
 
 from . import deep_wide
-from .common import DEFAULT_OUT, draw_curves, fmt, markdown_table, provenance, write_json
+from .common import DEFAULT_OUT, draw_curves, fmt, markdown_table, provenance, pyplot, write_json
 
 FINE_GRID = (0.002, 0.003, 0.004, 0.005, 0.006)
 VARIANTS = {  # name: (cell, horizon)
@@ -113,13 +113,8 @@ def to_markdown(data: dict) -> str:
 
 def plot(data: dict, out: Path) -> list[str]:
     """paper_variants.png (loss curves of each variant, ± s.e.) and paper_sweep.png (validation per epoch and rate)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plots", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return []
     written = []
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import torch
 from learned_optim import LearnedOptimizer, kernels
 from learned_optim.nets import NetConfig
 
-from .common import DEFAULT_OUT, markdown_table, provenance, sync, write_json
+from .common import DEFAULT_OUT, markdown_table, provenance, pyplot, sync, write_json
 
 
 def rule_flops_per_coordinate(config: NetConfig, features: int = 2) -> int:
@@ -176,12 +176,8 @@ def main(argv=None) -> int:
 
 
 def plot(rows, path: Path, device: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     sizes = [r["parameters"] for r in rows]
