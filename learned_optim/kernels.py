@@ -17,6 +17,7 @@ back to the PyTorch implementation (with one warning per failed build).
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -26,11 +27,35 @@ _CSRC = Path(__file__).resolve().parent / "csrc"
 _lock = threading.Lock()
 _modules: dict[str, object] = {}
 _errors: dict[str, str] = {}
-# rule_step.cpp's exp needs exact float rounding: no -ffast-math there
+# rule_step.cpp tests for non-finite gradients, which -ffast-math would let the compiler drop
 _FLAGS = {
     "lstm_cell": ["-O3", "-ffast-math", "-march=native", "-fopenmp"],
     "rule_step": ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"],
 }
+
+
+# a build takes about a minute here; a lock older than this was left by a killed build
+STALE_LOCK_SECONDS = 900.0
+
+
+def _clear_stale_lock(module: str, max_age: float = STALE_LOCK_SECONDS) -> bool:
+    """Remove the build lock of a killed build (torch waits forever on it); True if one was removed.
+
+    torch.utils.cpp_extension holds ``<build dir>/lock`` while one process builds and makes
+    every other process wait until it is gone, so a build killed midway leaves the next
+    process hanging. A lock untouched for ``max_age`` seconds is taken to be such a leftover.
+    """
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(module, verbose=False)) / "lock"
+        if time.time() - lock.stat().st_mtime <= max_age:
+            return False
+        lock.unlink()
+    except (ImportError, OSError):  # no lock (the usual case), or a torch without this helper
+        return False
+    warnings.warn(f"learned_optim: removed a stale build lock {lock} (left by a killed build)", RuntimeWarning, stacklevel=3)
+    return True
 
 
 def _build(name: str = "lstm_cell"):
@@ -39,6 +64,8 @@ def _build(name: str = "lstm_cell"):
             return _modules.get(name)
         try:
             from torch.utils.cpp_extension import load
+
+            _clear_stale_lock(f"learned_optim_{name}")
 
             _modules[name] = load(
                 name=f"learned_optim_{name}",
@@ -115,23 +142,33 @@ def rule_step_supports(config) -> bool:
     return config.cell == "lstm" and config.hidden_size <= 32 and config.num_layers <= 4
 
 
-def pack_lstm(theta, config) -> list[torch.Tensor]:
-    """The LSTM weights in rule_step.cpp's layout: per layer a (nin + H + 1, 4 Hp) float32 tensor.
+def _packed_columns(hidden: int) -> torch.Tensor:
+    """Column of rule_step.cpp's layout for gate q, unit j (a (4, H) index): units in blocks of
+    8 with columns [i f g o] x 8, and a last block of 4 units as [i f g o] x 4."""
+    padded = -(-hidden // 4) * 4
+    unit = torch.arange(hidden)
+    block, lane = unit // 8, unit % 8
+    width = torch.where(8 * block + 8 <= padded, 8, 4)
+    return 32 * block + width * torch.arange(4).unsqueeze(1) + lane
 
-    Column block q (gate i, f, g, o) holds that gate's rows of [W_ih, W_hh, b] transposed,
-    padded from H to Hp (H rounded up to 8) with zeros; the g gate is doubled (tanh through sigmoid).
+
+def pack_lstm(theta, config) -> list[torch.Tensor]:
+    """The LSTM weights in rule_step.cpp's layout: per layer a (nin + H + 1, 4 Hp) float32 tensor, Hp = H rounded up to 4.
+
+    Row r holds input r of [x, h, 1]; the columns are the gates of the units (see ``_packed_columns``),
+    the i, f and o gates' weights halved (the kernel computes sigmoid(z) as (1 + tanh(z / 2)) / 2),
+    the g gate's as they are, padding columns zero.
     """
     hidden = config.hidden_size
-    padded = -(-hidden // 8) * 8
+    columns = _packed_columns(hidden).reshape(-1)  # gate-major, as the rows of W_ih, W_hh and b
+    scale = torch.tensor([0.5, 0.5, 1.0, 0.5]).repeat_interleave(hidden)
     packed = []
     for layer in range(config.num_layers):
         prefix = f"cells.{layer}."
         full = torch.cat([theta[prefix + "w_ih"], theta[prefix + "w_hh"], theta[prefix + "b"].unsqueeze(1)], dim=1)
         full = full.detach().to(device="cpu", dtype=torch.float32)
-        out = torch.zeros(full.shape[1], 4 * padded)
-        for gate in range(4):
-            block = full[gate * hidden : (gate + 1) * hidden].t()
-            out[:, gate * padded : gate * padded + hidden] = block * (2.0 if gate == 2 else 1.0)
+        out = torch.zeros(full.shape[1], 4 * (-(-hidden // 4) * 4))
+        out[:, columns] = (full * scale.unsqueeze(1)).t()
         packed.append(out.contiguous())
     return packed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import pytest
 import torch
@@ -144,3 +145,47 @@ def test_optimizer_uses_the_kernel_and_falls_back_without_it(rule, monkeypatch):
     for a, b in zip(with_kernel, without):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert max(float((a - b).abs().max()) for a, b in zip(with_kernel, without)) > 0  # two different computations
+
+
+@given(hidden=st.integers(1, 32))
+def test_packed_layout_puts_each_gate_of_each_unit_in_its_own_column(hidden):
+    """Units in blocks of 8 ([i f g o] x 8 columns), a last block of 4 ([i f g o] x 4): every
+    (gate, unit) gets a distinct column inside 4 Hp, and a block's gates sit one vector width apart."""
+    columns = kernels._packed_columns(hidden)
+    padded = -(-hidden // 4) * 4
+    assert columns.shape == (4, hidden)
+    assert len(set(columns.reshape(-1).tolist())) == 4 * hidden
+    assert int(columns.min()) >= 0 and int(columns.max()) < 4 * padded
+    width = columns[1] - columns[0]
+    assert torch.equal(columns[2] - columns[1], width) and torch.equal(columns[3] - columns[2], width)
+    assert set(width.tolist()) <= {4, 8}
+    assert all(w == 8 for u, w in enumerate(width.tolist()) if u < 8 * (padded // 8))
+
+
+def test_packed_weights_halve_the_sigmoid_gates_and_leave_padding_zero(rule):
+    config = rule.config
+    packed = kernels.pack_lstm(rule.theta, config)
+    hidden, columns = config.hidden_size, kernels._packed_columns(config.hidden_size)
+    padding = torch.ones(packed[0].shape[1], dtype=torch.bool)
+    padding[columns.reshape(-1)] = False
+    for layer, block in enumerate(packed):
+        w_ih = rule.theta[f"cells.{layer}.w_ih"].float()
+        for gate, factor in enumerate((0.5, 0.5, 1.0, 0.5)):
+            expected = w_ih[gate * hidden : (gate + 1) * hidden].t() * factor
+            assert torch.equal(block[: w_ih.shape[1], columns[gate]], expected)
+        assert not block[:, padding].any()
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    """A killed build leaves <build dir>/lock, on which torch waits forever; an old lock is removed."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "learned_optim_test" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    assert not kernels._clear_stale_lock("learned_optim_test") and lock.exists()  # a build may be running
+    old = time.time() - kernels.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="stale build lock"):
+        assert kernels._clear_stale_lock("learned_optim_test")
+    assert not lock.exists()
+    assert not kernels._clear_stale_lock("learned_optim_test")  # nothing left to remove

@@ -2,9 +2,10 @@
 //
 // For every coordinate n (independently, so any split over threads gives the same bits):
 //   x = features(g_n)                           log_sign: (log|g|/p, sign g) or (-1, e^p g); none: g
-//   for each layer:  s = sigmoid([x, h, 1] W'^T)    one matmul-vector product and one sigmoid for
-//                    c' = s_f c + s_i (2 s_g - 1)    all four gates (the g rows of W' are doubled,
-//                    h' = s_o (2 sigmoid(2 c') - 1)  so 2 sigmoid(2 a) - 1 = tanh(a))
+//   for each layer:  t = tanh([x, h, 1] W'^T)    one matmul-vector product and one tanh for all
+//                    s = (1 + t) / 2             four gates: the i, f, o columns of W' hold half
+//                    c' = s_f c + s_i t_g        the weights, so s = sigmoid of the gate and
+//                    h' = s_o tanh(c')           t_g = tanh of the g gate
 //                    x = h'
 //   update_n = scale (w . h' + b)
 // and the state rows (h, c of every layer) are overwritten in place. A coordinate whose
@@ -12,14 +13,14 @@
 //
 // Why it is fast: the pytorch version streams (N, 4H) gate tensors through memory a dozen times
 // per layer; here one coordinate's gates live in registers. The weights are packed (by
-// kernels.pack_lstm) column-major, [x, h, 1] rows by 4 Hp columns, each gate block padded from H to
-// Hp = a multiple of 8 lanes with zero weights, so a coordinate's gates are NV = 4 Hp / 8 vectors
-// of 8 floats: the product is (rows) broadcasts times NV fused multiply-adds, the sigmoids and
-// the cell update run on whole vectors. The padded lanes hold harmless values (c stays 0, h 0)
-// and are never read back into a product or the readout.
+// kernels.pack_lstm) column-major, [x, h, 1] rows by 4 Hp columns (Hp = H rounded up to 4): the
+// units in blocks of 8, each block's columns the gates [i f g o] x 8 units, and a last block of
+// 4 units as [i f g o] x 4. A coordinate's gates are then NV = Hp / 2 vectors of 8 floats (10 for
+// H = 20): the product is (rows) broadcasts times NV fused multiply-adds, the tanh and the cell
+// update run on whole vectors, and only the up-to-3 units that round H up to 4 are padding (zero
+// weights; their c stays 0 and h 0, and they are never read back into a product or the readout).
 //
-// Built without -ffast-math on purpose: exp below relies on exact float rounding, and the
-// non-finite test must not be optimized away.
+// Built without -ffast-math on purpose: the non-finite test must not be optimized away.
 
 #include <torch/extension.h>
 
@@ -43,35 +44,8 @@ inline v8 load(const float* p) { return *reinterpret_cast<const v8*>(p); }
 
 inline void store(float* p, v8 x) { *reinterpret_cast<v8*>(p) = x; }
 
-// exp on 8 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial (relative
-// error ~2e-7), 2^n from the exponent bits. Inputs are clamped to [-87, 87], so no overflow.
-inline v8 vexp(v8 x) {
-#ifdef __AVX__
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(reinterpret_cast<__m256&>(x), _mm256_set1_ps(-87.0f)), _mm256_set1_ps(87.0f));
-  std::memcpy(&x, &xc, sizeof(x));
-#else
-  x = x < -87.0f ? splat(-87.0f) : x;
-  x = x > 87.0f ? splat(87.0f) : x;
-#endif
-  const v8 t = x * 1.44269504088896341f;
-  const v8i n = __builtin_convertvector(t + 127.5f, v8i) - 127;  // round half up (t + 127.5 > 0)
-  const v8 nf = __builtin_convertvector(n, v8);
-  const v8 r = (x - nf * 0.693145751953125f) - nf * 1.428606765330187e-06f;  // ln2 in two parts
-  v8 p = splat(1.0f / 720.0f);
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const v8i bits = (n + 127) << 23;
-  v8 scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-
 // 1 / d: on AVX, the 12-bit hardware reciprocal and one Newton step (about 2 ulp; a division
-// costs several times more and the sigmoids are a third of the step); elsewhere a division.
+// costs several times more); elsewhere a division.
 inline v8 reciprocal(v8 d) {
 #ifdef __AVX__
   v8 r;
@@ -83,7 +57,32 @@ inline v8 reciprocal(v8 d) {
 #endif
 }
 
-inline v8 vsigmoid(v8 z) { return reciprocal(1.0f + vexp(-z)); }
+// tanh on 8 lanes: a rational function of degrees (13, 6) on [-7.905, 7.905] and +-1 (to 2e-7)
+// beyond; absolute error about 3e-7 in float32. The coefficients are the minimax fit that Eigen
+// uses for its float tanh. No exp, no range reduction: 10 fused multiply-adds and a reciprocal.
+inline v8 vtanh(v8 x) {
+  constexpr float kClamp = 7.90531110763549805f;
+#ifdef __AVX__
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(reinterpret_cast<__m256&>(x), _mm256_set1_ps(-kClamp)), _mm256_set1_ps(kClamp));
+  std::memcpy(&x, &xc, sizeof(x));
+#else
+  x = x < -kClamp ? splat(-kClamp) : x;
+  x = x > kClamp ? splat(kClamp) : x;
+#endif
+  const v8 x2 = x * x;
+  v8 p = splat(-2.76076847742355e-16f);
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 - 8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  v8 q = splat(1.19825839466702e-06f);
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return (p * x) * reciprocal(q);
+}
 
 inline bool finite(float x) {
   uint32_t bits;
@@ -140,11 +139,13 @@ struct Row<c10::Half> {
   }
 };
 
-// One LSTM layer for one coordinate, in place on its h and c (Hp floats each; lanes past H
-// stay 0). in: the layer's nin inputs (must not alias h); W: packed (nin + H + 1 rows of NV*8).
+// One LSTM layer for one coordinate, in place on its h and c (H floats each; lanes past H stay
+// 0). in: the layer's nin inputs (must not alias h); W: packed (nin + H + 1 rows of 8 NV floats),
+// units in blocks of 8 with columns [i f g o] x 8, a last block of 4 units as [i f g o] x 4.
+// The i, f, o columns hold half the weights: sigmoid(z) = (1 + tanh(z / 2)) / 2.
 template <int NV>
 inline void lstm_layer(const float* in, int nin, float* h, float* c, int H, const float* W) {
-  constexpr int Hp = 2 * NV;  // 4 Hp = 8 NV
+  constexpr int FB = NV / 4;  // full blocks of 8 units
   v8 acc[NV];
   const float* bias = W + (nin + H) * 8 * NV;
 #pragma GCC unroll 16
@@ -161,15 +162,24 @@ inline void lstm_layer(const float* in, int nin, float* h, float* c, int H, cons
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[v] += b * load(row + 8 * v);
   }
-  alignas(32) float s[8 * NV];
+  alignas(32) float t[8 * NV + 8];
 #pragma GCC unroll 16
-  for (int v = 0; v < NV; ++v) store(s + 8 * v, vsigmoid(acc[v]));
+  for (int v = 0; v < NV; ++v) store(t + 8 * v, vtanh(acc[v]));
 #pragma GCC unroll 4
-  for (int j = 0; j < Hp; j += 8) {
-    const v8 si = load(s + j), sf = load(s + Hp + j), sg = load(s + 2 * Hp + j), so = load(s + 3 * Hp + j);
-    const v8 cn = sf * load(c + j) + si * (2.0f * sg - 1.0f);
-    store(c + j, cn);
-    store(h + j, so * (2.0f * vsigmoid(2.0f * cn) - 1.0f));
+  for (int b = 0; b < FB; ++b) {
+    const float* tb = t + 32 * b;
+    const v8 si = 0.5f + 0.5f * load(tb), sf = 0.5f + 0.5f * load(tb + 8), so = 0.5f + 0.5f * load(tb + 24);
+    const v8 cn = sf * load(c + 8 * b) + si * load(tb + 16);
+    store(c + 8 * b, cn);
+    store(h + 8 * b, so * vtanh(cn));
+  }
+  if constexpr (NV % 4 == 2) {  // the last 4 units: 8-lane arithmetic, the low 4 lanes kept
+    const float* tb = t + 32 * FB;
+    const v8 si = 0.5f + 0.5f * load(tb), sf = 0.5f + 0.5f * load(tb + 4), so = 0.5f + 0.5f * load(tb + 12);
+    const v8 cn = sf * load(c + 8 * FB) + si * load(tb + 8);
+    const v8 hn = so * vtanh(cn);
+    std::memcpy(c + 8 * FB, &cn, 4 * sizeof(float));
+    std::memcpy(h + 8 * FB, &hn, 4 * sizeof(float));
   }
 }
 
@@ -179,12 +189,11 @@ template <int NV, typename T>
 void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state, int H,
          const std::vector<const float*>& W, int nin0, int preprocess, float p, const float* w_out,
          float b_out, float out_scale, float* update) {
-  constexpr int Hp = 2 * NV;
   const int layers = static_cast<int>(W.size());
   const float threshold = std::exp(-p), exp_p = std::exp(p);
   at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
-    alignas(32) float h[kMaxLayers][Hp] = {};
-    alignas(32) float c[kMaxLayers][Hp] = {};
+    alignas(32) float h[kMaxLayers][40] = {};  // H <= 32 lanes used, read as whole vectors of 8
+    alignas(32) float c[kMaxLayers][40] = {};
     for (int64_t r = begin; r < end; ++r) {
       const float g = sign * grad[r];
       if (!finite(g)) {
@@ -213,10 +222,10 @@ void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state,
         Row<T>::store(state[2 * l] + r * H, h[l], H);
         Row<T>::store(state[2 * l + 1] + r * H, c[l], H);
       }
-      // readout on whole vectors (w_out is padded to Hp with zeros), then the 8 lanes summed
+      // readout on whole vectors (w_out and h are padded to a multiple of 8 with zeros), then the 8 lanes summed
       v8 acc = splat(0.0f);
 #pragma GCC unroll 4
-      for (int j = 0; j < Hp; j += 8) acc += load(w_out + j) * load(h[layers - 1] + j);
+      for (int j = 0; j < H; j += 8) acc += load(w_out + j) * load(h[layers - 1] + j);
       float u = b_out;
       for (int j = 0; j < 8; ++j) u += acc[j];
       update[r] = out_scale * u;
@@ -235,9 +244,13 @@ void dispatch(int nv, const float* g, float sign, int64_t n, const std::vector<t
   case NV:                                                        \
     run<NV, T>(g, sign, n, s, H, w, nin0, pre, p, wo, bo, sc, u); \
     break;
+    LEARNED_OPTIM_CASE(2)
     LEARNED_OPTIM_CASE(4)
+    LEARNED_OPTIM_CASE(6)
     LEARNED_OPTIM_CASE(8)
+    LEARNED_OPTIM_CASE(10)
     LEARNED_OPTIM_CASE(12)
+    LEARNED_OPTIM_CASE(14)
     LEARNED_OPTIM_CASE(16)
 #undef LEARNED_OPTIM_CASE
     default:
@@ -254,7 +267,7 @@ void check_f32(const torch::Tensor& t, const char* what) {
 
 // grad (N,); states [h0, c0, h1, c1, ...] each (N, H), all float32, all bfloat16 or all float16,
 // updated in place; packed: one (nin_l + H + 1, 4 Hp) float32 tensor per layer (kernels.pack_lstm);
-// readout_w (Hp,): w_out padded with zeros; update (N,) receives the update.
+// readout_w: w_out padded with zeros to a multiple of 8; update (N,) receives the update.
 void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<torch::Tensor>& states,
                     const std::vector<torch::Tensor>& packed, const std::string& preprocess, double p,
                     const torch::Tensor& readout_w, double readout_b, double output_scale, torch::Tensor& update) {
@@ -268,8 +281,8 @@ void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<to
   TORCH_CHECK(states[0].dim() == 2, "state: (N, H)");
   const int H = static_cast<int>(states[0].size(1));
   const int four_hp = static_cast<int>(packed[0].size(1));
-  TORCH_CHECK(four_hp % 8 == 0 && four_hp / 4 >= H && four_hp / 4 - H < 8, "packed: 4 Hp columns, Hp = H rounded up to 8");
-  TORCH_CHECK(readout_w.numel() == four_hp / 4, "readout_w: Hp values");
+  TORCH_CHECK(four_hp % 8 == 0 && four_hp / 4 >= H && four_hp / 4 - H < 4, "packed: 4 Hp columns, Hp = H rounded up to 4");
+  TORCH_CHECK(readout_w.numel() == (H + 7) / 8 * 8, "readout_w: H values padded with zeros to a multiple of 8");
   const int nin0 = preprocess == "log_sign" ? 2 : (preprocess == "none" ? 1 : -1);
   TORCH_CHECK(nin0 > 0, "preprocess: log_sign or none");
   const auto dtype = states[0].scalar_type();
