@@ -188,7 +188,22 @@ def test_state_precision_quick_compares_each_state_dtype_on_the_same_seeds(tmp_p
     block = data["tasks"]["deep_wide 1x20 (default)"]["10"]
     assert set(block) == {"float32", "bfloat16", "float16"}
     assert block["float32"]["final_loss_ratio_to_float32"] == 1.0
+    assert block["float32"]["ratio_se"] == 0.0  # float32 against itself: no paired difference
+    reference = block["float32"]["final_loss_per_seed"]
     for name in ("bfloat16", "float16"):  # a real, different run: not the float32 numbers again, but close
         ratio = block[name]["final_loss_ratio_to_float32"]
         assert ratio != 1.0 and 0.8 < ratio < 1.2
+        seeds = block[name]["final_loss_per_seed"]
+        assert len(seeds) == len(reference) == 2
+        assert ratio == pytest.approx(sum(seeds) / sum(reference))
+        assert block[name]["ratio_se"] > 0
     assert "| deep_wide 1x20 (default) | 5 | float32 |" in (tmp_path / "state_precision.md").read_text()
+
+
+def test_state_precision_verdict_separates_noise_from_a_real_excess():
+    from benchmarks.state_precision import verdict
+
+    assert verdict(1.0199, 0.0) == "within 2%"
+    assert verdict(0.95, 0.5) == "within 2%"
+    assert verdict(1.03, 0.002) == "over 2% (> 2 s.e.)"
+    assert verdict(1.03, 0.01) == "over 2%, within 2 s.e."
