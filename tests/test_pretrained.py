@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -160,8 +161,12 @@ def test_the_quadratic_rule_solves_quadratics():
 def test_wheel_installs_the_weight_files(tmp_path):
     """Build a wheel, install it in isolation (unpacked, no source tree on the path), load every rule."""
     wheel_dir = tmp_path / "wheel"
+    # from a copy without build outputs: a stale build/ would put files in the wheel that the config leaves out
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", ".venv", ".git", "runs", "results", "__pycache__", ".gpu", ".hypothesis", ".pytest_cache"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(source)],
         check=True,
         capture_output=True,
     )
@@ -171,6 +176,10 @@ def test_wheel_installs_the_weight_files(tmp_path):
         names = archive.namelist()
         archive.extractall(site)
     assert "learned_optim/csrc/lstm_cell.cpp" in names and "learned_optim/csrc/rule_step.cpp" in names
+    # every module of the source tree is in the wheel (a subpackage left out of pyproject's list once was)
+    package = REPO / "learned_optim"
+    for module in sorted(package.rglob("*.py")):
+        assert f"learned_optim/{module.relative_to(package).as_posix()}" in names, module
     shipped = sorted(p.name for p in pretrained_dir().glob("*.safetensors"))
     for name in shipped:
         assert f"learned_optim/pretrained_weights/{name}" in names
@@ -180,6 +189,7 @@ def test_wheel_installs_the_weight_files(tmp_path):
         f"assert pathlib.Path(learned_optim.__file__).is_relative_to({str(site)!r}), learned_optim.__file__;"
         "names = list_pretrained();"
         "[load_weights(n) for n in names];"
+        "import learned_optim.analyze, learned_optim.analysis, learned_optim.metatrain, learned_optim.tasks;"
         "print(sorted(names))"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
