@@ -16,6 +16,8 @@ back to the PyTorch implementation (with one warning per failed build).
 
 from __future__ import annotations
 
+import hashlib
+import platform
 import threading
 import time
 import warnings
@@ -58,6 +60,30 @@ def _clear_stale_lock(module: str, max_age: float = STALE_LOCK_SECONDS) -> bool:
     return True
 
 
+def cpu_tag(cpuinfo: str | None = None) -> str:
+    """8 hex digits naming this CPU: its model and instruction-set flags (from /proc/cpuinfo where there is one).
+
+    The kernels are built with -march=native, so a build is only good on the CPU it was built on; the tag is
+    part of the cached module's name, so machines sharing a home directory (and so torch's extension cache)
+    with different CPUs each build their own instead of loading one that would die on an illegal instruction.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    wanted = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+              if line.split(":", 1)[0].strip() in ("model name", "flags", "Features", "CPU part")]
+    # the first processor's lines describe them all (no per-core noise such as MHz or core ids)
+    text = "\n".join([platform.machine(), platform.processor(), *dict.fromkeys(wanted)])
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def module_name(name: str) -> str:
+    """The name a kernel is built and cached under (see ``cpu_tag``)."""
+    return f"learned_optim_{name}_{cpu_tag()}"
+
+
 def _build(name: str = "lstm_cell"):
     with _lock:
         if name in _modules or name in _errors:
@@ -65,10 +91,10 @@ def _build(name: str = "lstm_cell"):
         try:
             from torch.utils.cpp_extension import load
 
-            _clear_stale_lock(f"learned_optim_{name}")
+            _clear_stale_lock(module_name(name))
 
             _modules[name] = load(
-                name=f"learned_optim_{name}",
+                name=module_name(name),
                 sources=[str(_CSRC / f"{name}.cpp")],
                 extra_cflags=_FLAGS[name],
                 extra_ldflags=["-fopenmp"],
