@@ -47,3 +47,38 @@ def preprocess(grad: torch.Tensor, preprocess: str = "log_sign", p: float = 10.0
     if preprocess == "none":
         return grad.unsqueeze(1)
     raise ValueError(f"Invalid preprocess: {preprocess!r} (allowed: {', '.join(PREPROCESSORS)})")
+
+
+# -- per-tensor gradient normalization -------------------------------------------------
+#
+# A rule meta-trained on one net sees gradients of that net's typical size; in a deeper
+# net the first layers' gradients are orders of magnitude smaller (1e-6 against 1e-2 in
+# a 5-layer sigmoid MLP), and a rule that is not scale invariant all but stops moving
+# them. With grad_norm="tensor" every parameter tensor's gradient is rescaled, before
+# the features, to a root mean square of ``grad_norm_target``: the rule then sees every
+# tensor at one scale, and the tensor's size is left to it to learn from the dynamics.
+# The update is not rescaled back (it is a step in parameter space, as Adam's is).
+
+GRAD_NORMS = ("none", "tensor")
+
+
+def tensor_scale(grad: torch.Tensor, target: float) -> torch.Tensor:
+    """``target / RMS(grad)`` over the finite entries of one tensor's gradient (a 0-dim tensor, no sync).
+
+    1 where there is nothing to normalize (all zero or no finite entry). Computed as
+    amax · RMS(grad / amax), so gradients near float32's smallest normal still scale exactly.
+    """
+    flat = grad.reshape(-1)
+    finite = torch.isfinite(flat)
+    clean = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
+    amax = clean.abs().amax() if clean.numel() else clean.new_zeros(())
+    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
+    count = finite.sum().clamp_min(1)
+    rms = amax * ((clean / safe).square().sum() / count).sqrt()
+    return torch.where(rms > 0, target / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.ones_like(rms))
+
+
+def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float) -> torch.Tensor:
+    """A flat gradient made of tensors of ``sizes`` entries, each rescaled by its ``tensor_scale``."""
+    pieces = flat_grad.split(list(sizes))
+    return torch.cat([piece * tensor_scale(piece, target).to(piece.dtype) for piece in pieces])

@@ -45,7 +45,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__, nets
-from .features import preprocess
+from .features import normalize_per_tensor, preprocess
 from .nets import NetConfig
 from .pretrained import atomic_write, header_metadata, save_weights
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
@@ -147,7 +147,10 @@ class _Optimizee:
         self.params = [p + u.view(shape) for p, u, shape in zip(self.params, pieces, self.shapes)]
 
 
-def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast"):
+def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None):
+    """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it."""
+    if net.grad_norm == "tensor":
+        grad = normalize_per_tensor(grad, sizes, net.grad_norm_target)
     return nets.step(theta, preprocess(grad, net.preprocess, net.p), state, net, impl=impl)
 
 
@@ -179,7 +182,7 @@ def rollout(
         if not torch.isfinite(loss):
             losses[t:] = float("inf")
             break
-        update, state = _rule_step(theta, grad, state, net, impl)
+        update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes)
         optimizee.apply(update)
     return losses
 
@@ -229,7 +232,7 @@ def train_runs(
             grad, state = current[b], states[b]
             updates, later_grads, unroll_loss = [], [], 0.0
             for k in range(length):
-                update, state = _rule_step(theta, grad, state, net, impl)
+                update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes)
                 optimizee.apply(update)
                 loss, grad = optimizee.loss_and_grad(start + k + 1)
                 updates.append(update)
@@ -434,7 +437,10 @@ def metatrain(
     if ckpt.exists():
         saved, saved_theta, saved_best, opt_state = load_checkpoint(ckpt)
         mine = {k: v for k, v in config.to_dict().items() if k != "epochs"}
-        theirs = {k: v for k, v in saved["config"].items() if k != "epochs"}
+        try:  # through the config class: a field added since the checkpoint was written takes its default
+            theirs = {k: v for k, v in MetaTrainConfig.from_dict(saved["config"]).to_dict().items() if k != "epochs"}
+        except (TypeError, ValueError):
+            theirs = None
         if mine != theirs:
             raise ValueError(f"Checkpoint {ckpt} was written by another recipe; resume with the same flags")
         progress = saved
@@ -639,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--preprocess", default=net_defaults.preprocess, help="log_sign or none")
     group.add_argument("--p", type=float, default=net_defaults.p)
     group.add_argument("--output-scale", type=float, default=net_defaults.output_scale)
+    group.add_argument("--grad-norm", default=net_defaults.grad_norm,
+                       help="none, or tensor: each optimizee tensor's gradient rescaled to RMS --grad-norm-target first")
+    group.add_argument("--grad-norm-target", type=float, default=net_defaults.grad_norm_target)
     group = parser.add_argument_group("task options (only those of the chosen task apply)")
     group.add_argument("--dim", type=int, default=None, help="quadratic: dimension")
     group.add_argument("--init", default=None, help="quadratic: initial θ, zeros or normal")
@@ -678,6 +687,8 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         preprocess=args.preprocess,
         p=args.p,
         output_scale=args.output_scale,
+        grad_norm=args.grad_norm,
+        grad_norm_target=args.grad_norm_target,
     )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"Invalid device: {args.device!r} (CUDA is not available here; use --device cpu)")

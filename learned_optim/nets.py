@@ -64,6 +64,8 @@ class NetConfig:
     preprocess: str = "log_sign"  # gradient features: "log_sign" (2 inputs) or "none" (1)
     p: float = 10.0  # log_sign threshold exponent: |g| < e^-p takes the linear branch
     output_scale: float = 0.1  # the readout is multiplied by this
+    grad_norm: str = "none"  # "tensor": each parameter tensor's gradient rescaled to RMS grad_norm_target first
+    grad_norm_target: float = 1e-3  # the RMS the rule sees under grad_norm="tensor"
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -77,6 +79,11 @@ class NetConfig:
             raise ValueError(f"Invalid p: {self.p!r} (must be a finite number > 0)")
         if not (isinstance(self.output_scale, (int, float)) and math.isfinite(self.output_scale)):
             raise ValueError(f"Invalid output_scale: {self.output_scale!r} (must be finite)")
+        if self.grad_norm not in features_lib.GRAD_NORMS:
+            raise ValueError(f"Invalid grad_norm: {self.grad_norm!r} (allowed: {', '.join(features_lib.GRAD_NORMS)})")
+        if not (isinstance(self.grad_norm_target, (int, float)) and math.isfinite(self.grad_norm_target)
+                and self.grad_norm_target > 0):
+            raise ValueError(f"Invalid grad_norm_target: {self.grad_norm_target!r} (must be a finite number > 0)")
 
     @property
     def input_size(self) -> int:

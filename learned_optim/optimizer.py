@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch.optim import Optimizer
 
 from . import kernels, nets
-from .features import preprocess
+from .features import GRAD_NORMS, preprocess, tensor_scale
 from .pretrained import RuleWeights, load_weights
 
 IMPLEMENTATIONS = ("fast", "torch", "reference")
@@ -76,6 +77,12 @@ class LearnedOptimizer(Optimizer):
             float32 and each step's new state is rounded to nearest on storing; the quality
             cost is measured by ``benchmarks/state_precision.py``). With float32 or float64 the network
             runs in this dtype whatever the parameters' dtype (default: float32).
+        grad_norm: ``"none"`` or ``"tensor"``: rescale each parameter tensor's gradient to a
+            root mean square of ``grad_norm_target`` before the rule sees it (the update is
+            not rescaled back). Default (None): what the rule was meta-trained with (its
+            card's ``grad_norm``); setting it overrides the rule's own. For a sharded
+            (DTensor) parameter the RMS is the local shard's.
+        grad_norm_target: the RMS under ``grad_norm="tensor"`` (default None: the rule's).
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
             steps pay the compilation (seconds; it needs a C++ compiler on the CPU), later
@@ -93,6 +100,8 @@ class LearnedOptimizer(Optimizer):
         implementation: str = "fast",
         nonfinite: str = "skip",
         state_dtype: torch.dtype = torch.float32,
+        grad_norm: Optional[str] = None,
+        grad_norm_target: Optional[float] = None,
         compile: bool = False,
     ) -> None:
         if isinstance(lr, torch.Tensor):
@@ -122,8 +131,12 @@ class LearnedOptimizer(Optimizer):
         if compile and implementation == "reference":
             raise ValueError("Invalid compile: True needs implementation='fast' or 'torch', got 'reference'")
 
+        if grad_norm is not None and grad_norm not in GRAD_NORMS:
+            raise ValueError(f"Invalid grad_norm: {grad_norm!r} (allowed: {', '.join(GRAD_NORMS)})")
         self.rule = load_weights(weights)
-        self.config = self.rule.config
+        overrides = {k: v for k, v in (("grad_norm", grad_norm), ("grad_norm_target", grad_norm_target)) if v is not None}
+        # the rule's config with the overrides; NetConfig checks the target
+        self.config = dataclasses.replace(self.rule.config, **overrides) if overrides else self.rule.config
         self.chunk_size = chunk_size
         self.implementation = implementation
         self.nonfinite = nonfinite
@@ -207,8 +220,18 @@ class LearnedOptimizer(Optimizer):
                     )
             else:
                 self._check_state_fits(p, state)
-            entries.append((p, grad, state))
+            entries.append((p, grad, state, self._grad_scale(grad)))
         return entries
+
+    def _grad_scale(self, grad: torch.Tensor) -> "float | torch.Tensor | None":
+        """The factor on this tensor's gradient under grad_norm="tensor" (None: no normalization).
+
+        A float on the CPU (the kernel takes it as a scalar), a 0-dim tensor elsewhere (no sync).
+        """
+        if self.config.grad_norm == "none":
+            return None
+        scale = tensor_scale(grad.to(self._compute_dtype), self.config.grad_norm_target)
+        return float(scale) if grad.device.type == "cpu" else scale
 
     def _check_state_fits(self, p: torch.Tensor, state: dict[str, Any]) -> None:
         for name in self.config.state_names:
@@ -239,7 +262,7 @@ class LearnedOptimizer(Optimizer):
         groups = [(group, self._init_group(group)) for group in self.param_groups]
         if self.nonfinite == "raise":
             for g_index, (_, entries) in enumerate(groups):
-                for p, grad, _ in entries:
+                for p, grad, _, _ in entries:
                     if not torch.isfinite(grad).all():
                         raise FloatingPointError(
                             f"Non-finite gradient in a parameter of shape {tuple(p.shape)} "
@@ -274,21 +297,23 @@ class LearnedOptimizer(Optimizer):
         keep = finite.unsqueeze(1)
         return update, tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
 
-    def _flat_grad(self, grad: torch.Tensor, maximize: bool) -> torch.Tensor:
+    def _flat_grad(self, grad: torch.Tensor, maximize: bool, scale=None) -> torch.Tensor:
         flat = grad.reshape(-1).to(self._compute_dtype)
+        if scale is not None:
+            flat = flat * scale
         return -flat if maximize else flat
 
     def _reference_update(self, entries, lr: float, maximize: bool) -> None:
         """One tensor at a time, following the math: the readable reference."""
-        for p, grad, state in entries:
+        for p, grad, state, scale in entries:
             state["step"] += 1
-            self._update_tensor(p, grad, state, lr, maximize)
+            self._update_tensor(p, grad, state, scale, lr, maximize)
 
-    def _update_tensor(self, p, grad, state, lr: float, maximize: bool) -> None:
+    def _update_tensor(self, p, grad, state, scale, lr: float, maximize: bool) -> None:
         names = self.config.state_names
         if p.numel() == 0:
             return
-        update, new_state = self._rule(self._flat_grad(grad, maximize), tuple(state[n] for n in names))
+        update, new_state = self._rule(self._flat_grad(grad, maximize, scale), tuple(state[n] for n in names))
         for name, tensor in zip(names, new_state):
             state[name] = tensor.to(self.state_dtype)
         _add_update(p, update.view(p.shape), lr)
@@ -302,28 +327,28 @@ class LearnedOptimizer(Optimizer):
         """
         names = self.config.state_names
         by_device: dict[torch.device, list] = {}
-        for p, grad, state in entries:
+        for p, grad, state, scale in entries:
             state["step"] += 1
             if p.numel() == 0:
                 continue
             if not p.is_contiguous():
                 # no flat view to write into: this tensor goes the reference way
-                self._update_tensor(p, grad, state, lr, maximize)
+                self._update_tensor(p, grad, state, scale, lr, maximize)
                 continue
-            by_device.setdefault(p.device, []).append((p, grad, state))
+            by_device.setdefault(p.device, []).append((p, grad, state, scale))
 
         for device, device_entries in by_device.items():
             if self._use_kernel(device):
                 self._kernel_update(device_entries, lr, maximize)
                 continue
-            pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], int, int]] = []
+            pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], Any, int, int]] = []
             filled = 0
-            for p, grad, state in device_entries:
+            for p, grad, state, scale in device_entries:
                 flat_grad = grad.reshape(-1)
                 start, numel = 0, p.numel()
                 while start < numel:
                     take = min(numel - start, self.chunk_size - filled)
-                    pending.append((p, flat_grad, state, start, start + take))
+                    pending.append((p, flat_grad, state, scale, start, start + take))
                     filled += take
                     start += take
                     if filled == self.chunk_size:
@@ -343,7 +368,8 @@ class LearnedOptimizer(Optimizer):
         if self._packed is None:
             self._packed = kernels.pack_lstm(self.rule.theta, self.config)
         theta = self._theta(torch.device("cpu"))
-        for p, grad, state in entries:
+        for p, grad, state, scale in entries:
+            sign = (-1.0 if maximize else 1.0) * (1.0 if scale is None else scale)
             flat_grad = grad.reshape(-1)
             for name in names:
                 if not state[name].is_contiguous():
@@ -352,22 +378,20 @@ class LearnedOptimizer(Optimizer):
             for start in range(0, p.numel(), self.chunk_size):
                 end = min(start + self.chunk_size, p.numel())
                 g = flat_grad[start:end].to(torch.float32).contiguous()
-                update = kernels.lstm_rule_step(
-                    g, [state[n][start:end] for n in names], self._packed, theta, self.config, -1.0 if maximize else 1.0
-                )
+                update = kernels.lstm_rule_step(g, [state[n][start:end] for n in names], self._packed, theta, self.config, sign)
                 _add_update(target[start:end], update, lr)
 
     def _run_chunk(self, pieces, names, lr: float, maximize: bool) -> None:
         if len(pieces) == 1:
-            p, flat_grad, state, s, e = pieces[0]
-            grad = self._flat_grad(flat_grad[s:e], maximize)
+            p, flat_grad, state, scale, s, e = pieces[0]
+            grad = self._flat_grad(flat_grad[s:e], maximize, scale)
             chunk_state = tuple(state[n][s:e] for n in names)
         else:
-            grad = self._flat_grad(torch.cat([fg[s:e] for _, fg, _, s, e in pieces]), maximize)
-            chunk_state = tuple(torch.cat([st[n][s:e] for _, _, st, s, e in pieces]) for n in names)
+            grad = torch.cat([self._flat_grad(fg[s:e], maximize, scale) for _, fg, _, scale, s, e in pieces])
+            chunk_state = tuple(torch.cat([st[n][s:e] for _, _, st, _, s, e in pieces]) for n in names)
         update, new_state = self._rule(grad, chunk_state)
         offset = 0
-        for p, _, state, s, e in pieces:
+        for p, _, state, _, s, e in pieces:
             rows = slice(offset, offset + e - s)
             for name, tensor in zip(names, new_state):
                 state[name][s:e].copy_(tensor[rows])

@@ -162,7 +162,12 @@ def load_weights(spec: "str | os.PathLike | RuleWeights | None" = None) -> RuleW
         config = NetConfig.from_dict(card.get("architecture", {}))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"Card {card_file} has an invalid architecture: {exc}") from None
-    if json.loads(meta.get("architecture", "null")) != config.to_dict():
+    # compared as configs: a file written before a config field existed has that field's default
+    try:
+        stored = NetConfig.from_dict(json.loads(meta["architecture"]))
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        stored = None
+    if stored != config:
         raise ValueError(f"Card {card_file} does not match the architecture stored in {path}")
     # 3. the tensors are the ones that architecture needs
     try:

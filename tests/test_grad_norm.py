@@ -1,0 +1,138 @@
+"""Per-tensor gradient normalization (NetConfig.grad_norm="tensor"): the rule sees each tensor at one RMS."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import loss_of, small_model
+from learned_optim import LearnedOptimizer
+from learned_optim.baselines import train as train_with
+from learned_optim.features import normalize_per_tensor, tensor_scale
+from learned_optim.metatrain import rollout
+from learned_optim.nets import NetConfig
+from learned_optim.pretrained import load_weights, random_weights, save_weights
+from learned_optim.tasks import make_task
+
+
+def rms(t: torch.Tensor) -> float:
+    return float(t.double().square().mean().sqrt())
+
+
+@given(
+    n=st.integers(1, 300),
+    log_size=st.floats(-30, 20),
+    target=st.floats(1e-4, 10.0),
+    seed=st.integers(0, 2**16),
+)
+def test_normalized_gradient_has_the_target_rms_whatever_its_size(n, log_size, target, seed):
+    g = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * math.exp(log_size)
+    if not bool((g != 0).any()):
+        return
+    normalized = g * tensor_scale(g, target)
+    assert rms(normalized) == pytest.approx(target, rel=1e-5)
+    # scale invariance: the rule sees the same numbers for c g as for g
+    again = (g * 1e-3) * tensor_scale(g * 1e-3, target)
+    torch.testing.assert_close(again, normalized, rtol=1e-5, atol=0)
+
+
+def test_scale_ignores_nonfinite_entries_and_leaves_zero_gradients_alone():
+    g = torch.tensor([3.0, -4.0, float("nan"), float("inf")])
+    assert float(tensor_scale(g, 1.0)) == pytest.approx(1 / math.sqrt(12.5))  # RMS of (3, -4)
+    assert float(tensor_scale(torch.zeros(5), 1.0)) == 1.0
+    assert float(tensor_scale(torch.full((3,), float("nan")), 1.0)) == 1.0
+    tiny = torch.full((4,), 1e-38)  # squares underflow float32: still exact
+    assert float(tensor_scale(tiny, 1.0)) == pytest.approx(1e38, rel=1e-6)
+
+
+def test_each_tensor_of_a_flat_gradient_is_normalized_on_its_own():
+    flat = torch.cat([torch.full((3,), 2.0), torch.full((5,), -1e-6)])
+    out = normalize_per_tensor(flat, [3, 5], 0.5)
+    torch.testing.assert_close(out, torch.cat([torch.full((3,), 0.5), torch.full((5,), -0.5)]))
+
+
+def trajectory(loss_scale: float, **kwargs) -> list[torch.Tensor]:
+    model = small_model(seed=3)
+    opt = LearnedOptimizer(model.parameters(), weights=random_weights(seed=1), grad_norm="tensor",
+                           grad_norm_target=0.01, **kwargs)
+    for step in range(15):
+        opt.zero_grad()
+        (loss_of(model, step) * loss_scale).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
+def test_with_tensor_norm_the_optimizer_ignores_the_scale_of_the_loss(implementation):
+    """Rescaling the loss by 1e-5 rescales every gradient: a normalized rule takes the same steps."""
+    base = trajectory(1.0, implementation=implementation)
+    scaled = trajectory(1e-5, implementation=implementation)
+    for a, b in zip(base, scaled):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    plain = LearnedOptimizer(small_model(seed=3).parameters(), weights=random_weights(seed=1))
+    assert plain.config.grad_norm == "none"  # the rule's own setting unless overridden
+
+
+def test_the_three_implementations_agree_under_tensor_norm():
+    fast, torch_path, reference = (trajectory(1.0, implementation=i, chunk_size=50)
+                                   for i in ("fast", "torch", "reference"))
+    for a, b, c in zip(fast, torch_path, reference):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(b, c, rtol=1e-4, atol=1e-5)
+
+
+def test_tensor_norm_changes_the_steps():
+    model_a, model_b = small_model(seed=3), small_model(seed=3)
+    rule = random_weights(seed=1)
+    opts = [LearnedOptimizer(model_a.parameters(), weights=rule),
+            LearnedOptimizer(model_b.parameters(), weights=rule, grad_norm="tensor", grad_norm_target=0.01)]
+    for model, opt in zip((model_a, model_b), opts):
+        loss_of(model, 0).backward()
+        opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(model_a.parameters(), model_b.parameters()))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(grad_norm="layer"), "Invalid grad_norm"),
+    (dict(grad_norm="tensor", grad_norm_target=0.0), "Invalid grad_norm_target"),
+    (dict(grad_norm_target=float("nan")), "Invalid grad_norm_target"),
+])
+def test_invalid_grad_norm_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LearnedOptimizer([torch.nn.Parameter(torch.ones(2))], weights=random_weights(seed=0), **kwargs)
+
+
+def test_meta_trainer_rollout_normalizes_as_the_optimizer_does():
+    """metatrain's functional path applies the same per-tensor normalization as LearnedOptimizer."""
+    config = NetConfig(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02)
+    rule = random_weights(config, seed=2)
+    task = make_task("two_moons", hidden=[8, 8])
+    losses = rollout(rule.theta, config, task.sample(4), steps=20)
+    via_optimizer = train_with(task.sample(4), lambda p: LearnedOptimizer(p, weights=rule), 20)
+    torch.testing.assert_close(via_optimizer, losses, rtol=1e-4, atol=1e-5)
+    plain = rollout(rule.theta, NetConfig(hidden_size=6), task.sample(4), steps=20)
+    assert not torch.allclose(plain, losses)
+
+
+def test_a_weight_file_carries_its_grad_norm(tmp_path):
+    config = NetConfig(hidden_size=4, grad_norm="tensor", grad_norm_target=0.003)
+    rule = random_weights(config, seed=5)
+    path = tmp_path / "normed.safetensors"
+    save_weights(path, rule.theta, config, {"name": "normed"})
+    loaded = load_weights(path)
+    assert loaded.config.grad_norm == "tensor" and loaded.config.grad_norm_target == 0.003
+    assert LearnedOptimizer([torch.nn.Parameter(torch.ones(3))], weights=str(path)).config.grad_norm == "tensor"
+
+
+def test_metatrain_flags_set_the_rules_grad_norm():
+    from learned_optim.metatrain import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--task", "quadratic", "--out", "x.safetensors", "--grad-norm", "tensor", "--grad-norm-target", "0.002"])
+    net = config_from_args(args).net
+    assert net.grad_norm == "tensor" and net.grad_norm_target == 0.002
+    with pytest.raises(ValueError, match="Invalid grad_norm"):
+        config_from_args(build_parser().parse_args(["--task", "quadratic", "--out", "x.safetensors", "--grad-norm", "layer"]))
