@@ -207,3 +207,39 @@ def test_state_precision_verdict_separates_noise_from_a_real_excess():
     assert verdict(0.95, 0.5) == "within 2%"
     assert verdict(1.03, 0.002) == "over 2% (> 2 s.e.)"
     assert verdict(1.03, 0.01) == "over 2%, within 2 s.e."
+
+
+@needs_mnist
+def test_levers_quick_compares_each_lever_with_deep_wides_tuned_adam(tmp_path):
+    from benchmarks import deep_wide, levers
+
+    assert levers.main(["--quick", "--out", str(tmp_path), "--levers", "shipped,tensor-1.5e-3"]) == 0
+    data = json.loads((tmp_path / "levers.json").read_text())
+    assert list(data["cells"]) == ["1x20", "2x20"]
+    cell = json.loads((tmp_path / "deep_wide_cells" / "1x20.json").read_text())["result"]["results"]["10"]
+    block = data["cells"]["1x20"]
+    # the shipped rule and the Adams are deep_wide's runs on the same seeds, not new ones
+    assert block["shipped"]["10"] == cell[levers.SHIPPED_KEY]
+    assert block["Adam 1e-3"]["10"] == cell["Adam (lr=1e-3, default)"]
+    assert block["tuned Adam"]["10"]["final_loss"] == cell[block["tuned Adam"]["10"]["label"]]["final_loss"]
+    # the normalized rule is a different run
+    assert block["tensor-1.5e-3"]["10"]["final_loss"] != block["shipped"]["10"]["final_loss"]
+    summary = data["summary"]["tensor-1.5e-3@10"]
+    ratios = summary["final_loss_ratio_to_tuned_adam"]
+    assert set(ratios) == {"1x20", "2x20"} and summary["worst_ratio"] == max(ratios.values())
+    assert summary["beats_tuned_adam"] == sum(r <= 1 for r in ratios.values())
+    text = (tmp_path / "levers.md").read_text()
+    assert "| tensor-1.5e-3 @ 10 |" not in text and "| tensor-1.5e-3@10 |" in text
+    assert (tmp_path / "levers_10.png").exists()
+    # a second run reads its cached runs
+    stamp = (tmp_path / "levers_cells" / "2x20--tensor-1.5e-3.json").stat().st_mtime
+    assert levers.main(["--quick", "--out", str(tmp_path), "--levers", "tensor-1.5e-3"]) == 0
+    assert (tmp_path / "levers_cells" / "2x20--tensor-1.5e-3.json").stat().st_mtime == stamp
+
+
+def test_levers_refuses_an_unknown_lever(capsys):
+    from benchmarks import levers
+
+    with pytest.raises(SystemExit) as exit_info:
+        levers.main(["--quick", "--levers", "nope"])
+    assert exit_info.value.code == 2 and "unknown lever" in capsys.readouterr().err

@@ -1,0 +1,228 @@
+"""Issue 5's levers: what each change to the learned optimizer buys on the deep_wide grid, against tuned Adam.
+
+    python -m benchmarks.levers --data-root ../shared/data                       # every lever, every cell
+    python -m benchmarks.levers --cells 1x20,3x20 --levers tensor-1.5e-3 --data-root DATA
+    python -m benchmarks.levers --quick --data-root DATA                         # a smoke test
+
+A lever is a LearnedOptimizer setting (a weight file and options). Each runs on
+deep_wide's evaluation seeds and horizons; tuned Adam and Adam at 1e-3 are read
+from deep_wide's cell cache (OUT/deep_wide_cells/; a cell missing there is run
+first, as ``python -m benchmarks.deep_wide`` would), so every ratio compares the
+same seeds. Per lever and cell the runs are cached in OUT/levers_cells/ (rerun
+the same command to continue). Writes levers.json, levers.md and levers_<steps>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from learned_optim import LearnedOptimizer, load_weights
+from learned_optim.baselines import train_and_evaluate
+from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
+
+from . import deep_wide
+from .common import DEFAULT_OUT, fmt, markdown_table, mean_se, progress, provenance, pyplot, write_json
+
+# name: (what it is, LearnedOptimizer keyword arguments)
+LEVERS: dict[str, tuple[str, dict]] = {
+    "shipped": ("l2l-mnist as shipped (raw gradients; deep_wide's own runs)", dict(weights="l2l-mnist")),
+    "tensor-5e-4": ("l2l-mnist, each tensor's gradient rescaled to RMS 5e-4 (grad_norm='tensor'), no retraining",
+                    dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=5e-4)),
+    "tensor-1.5e-3": ("l2l-mnist, each tensor's gradient rescaled to RMS 1.5e-3, no retraining",
+                      dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=1.5e-3)),
+    "tensor-5e-3": ("l2l-mnist, each tensor's gradient rescaled to RMS 5e-3, no retraining",
+                    dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=5e-3)),
+}
+SHIPPED_KEY = "LearnedOptimizer (default)"  # how deep_wide names the shipped default's runs
+
+
+def deep_wide_args(args) -> argparse.Namespace:
+    """deep_wide's settings for the same seeds and horizons, so its cell cache is shared."""
+    return argparse.Namespace(quick=args.quick, weights=deep_wide.DEFAULT_WEIGHTS, eval_seeds=args.eval_seeds,
+                              tune_seeds=args.tune_seeds, device=args.device, data_root=args.data_root, out=args.out)
+
+
+def run_lever(cell, lever: str, args, horizons) -> dict:
+    """The lever's runs on the cell's evaluation seeds: final loss, sum of losses, test accuracy per horizon."""
+    layers, units, activation = cell
+    task = make_task("mnist_mlp", data_root=args.data_root, hidden=(units,) * layers, activation=activation)
+    options = dict(LEVERS[lever][1])
+    weights = load_weights(options.pop("weights"))
+    factory = lambda p: LearnedOptimizer(p, weights=weights, **options)  # noqa: E731
+    curves, evaluations = [], []
+    for seed in progress(EVAL_SEEDS[: args.eval_seeds], args.eval_seeds, f"{deep_wide.cell_name(cell)}: {lever}"):
+        losses, evals = train_and_evaluate(task.sample(seed, args.device), factory, max(horizons), horizons)
+        curves.append(losses)
+        evaluations.append(evals)
+    runs = torch.stack(curves)
+    out = {}
+    for h in horizons:
+        finals, sums = runs[:, h - 1], runs[:, :h].sum(1)
+        accuracy = [e[h]["test_accuracy"] for e in evaluations if e[h] is not None]
+        out[str(h)] = {
+            "final_loss": dict(zip(("mean", "se"), mean_se(finals))),
+            "sum_of_losses": dict(zip(("mean", "se"), mean_se(sums))),
+            "test_accuracy": dict(zip(("mean", "se"), mean_se(accuracy))) if accuracy else None,
+            "diverged_runs": int((~torch.isfinite(finals)).sum()),
+        }
+    return out
+
+
+def cached_lever(cell, lever: str, args, horizons) -> dict:
+    options = dict(LEVERS[lever][1])
+    same = {"quick": args.quick, "horizons": list(horizons), "eval_seeds": args.eval_seeds, "device": args.device,
+            "data_root": args.data_root, "options": {k: v for k, v in options.items() if k != "weights"},
+            "weights_sha256": load_weights(options["weights"]).sha256}
+    saved = Path(args.out) / "levers_cells" / f"{deep_wide.cell_name(cell)}--{lever}.json"
+    if saved.exists():
+        stored = json.loads(saved.read_text())
+        if stored["settings"] == same:
+            return stored["result"]
+    result = run_lever(cell, lever, args, horizons)
+    write_json(saved, {"settings": same, "result": result})
+    return result
+
+
+def summarize(data: dict) -> dict:
+    summary = {}
+    for lever in data["levers"]:
+        for h in data["settings"]["horizons"]:
+            ratios, wins, default_wins = {}, 0, 0
+            for cell, block in data["cells"].items():
+                mine = block[lever][str(h)]["final_loss"]["mean"]
+                tuned, default = block["tuned Adam"][str(h)]["final_loss"]["mean"], block["Adam 1e-3"][str(h)]["final_loss"]["mean"]
+                ratios[cell] = mine / tuned if math.isfinite(mine) else float("inf")
+                wins += mine <= tuned
+                default_wins += mine < default
+            summary[f"{lever}@{h}"] = {"cells": len(ratios), "beats_tuned_adam": wins, "beats_default_adam": default_wins,
+                                       "worst_ratio": max(ratios.values()), "final_loss_ratio_to_tuned_adam": ratios}
+    return summary
+
+
+def to_markdown(data: dict) -> str:
+    s, p = data["settings"], data["provenance"]
+    parts = [
+        "# Levers for issue 5: the learned optimizer on the deep_wide grid, against tuned Adam",
+        "",
+        f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.",
+        "",
+        f"MNIST MLPs of deep_wide, batch 128, {s['eval_seeds']} evaluation seeds (deep_wide's), mean final training loss. "
+        "Tuned Adam: its learning rate tuned per cell and horizon on deep_wide's tuning seeds (read from deep_wide's runs). "
+        "Target of issue 5: at most tuned Adam's final loss in at least 10 of 13 cells, never above 1.5× it, and below "
+        "Adam at 1e-3 everywhere.",
+        "",
+        "## Levers tried",
+        "",
+        markdown_table(["lever", "what it is"], [[name, LEVERS[name][0]] for name in data["levers"]]),
+        "",
+        "## Summary",
+        "",
+        markdown_table(["lever @ steps", "cells at or below tuned Adam", "cells below Adam at 1e-3", "worst ratio to tuned Adam"],
+                       [[k, f"{v['beats_tuned_adam']} of {v['cells']}", f"{v['beats_default_adam']} of {v['cells']}",
+                         f"{v['worst_ratio']:.3g}"] for k, v in data["summary"].items()]),
+    ]
+    for h in s["horizons"]:
+        rows = []
+        for cell, block in data["cells"].items():
+            tuned = block["tuned Adam"][str(h)]["final_loss"]
+            row = [cell, fmt(**tuned), fmt(**block["Adam 1e-3"][str(h)]["final_loss"])]
+            for lever in data["levers"]:
+                mine = block[lever][str(h)]["final_loss"]
+                ratio = mine["mean"] / tuned["mean"]
+                row.append(f"{fmt(**mine)} ({ratio:.2f}{', loses' if ratio > 1 else ''})")
+            rows.append(row)
+        parts += ["", f"## {h} steps: final loss (ratio to tuned Adam)", "",
+                  markdown_table(["cell", "Adam, tuned", "Adam at 1e-3", *data["levers"]], rows),
+                  "", f"![ratios](levers_{h}.png)"]
+    return "\n".join(parts) + "\n"
+
+
+def plot(data: dict, out: Path) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    cells = list(data["cells"])
+    for h in data["settings"]["horizons"]:
+        fig, ax = plt.subplots(figsize=(max(6.4, 0.6 * len(cells) + 2), 4.2))
+        for lever in data["levers"]:
+            ratios = data["summary"][f"{lever}@{h}"]["final_loss_ratio_to_tuned_adam"]
+            ax.plot(range(len(cells)), [ratios[c] for c in cells], marker="o", label=lever)
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.axhline(1.5, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(cells)), cells, rotation=45, fontsize=8)
+        ax.set_ylabel("final loss / tuned Adam's")
+        ax.set_title(f"deep_wide cells, {h} steps ({data['settings']['eval_seeds']} seeds)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / f"levers_{h}.png", dpi=90)
+        plt.close(fig)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.levers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="two small cells, few seeds and steps: a smoke test")
+    parser.add_argument("--cells", default=",".join(deep_wide.cell_name(c) for c in deep_wide.CELLS))
+    parser.add_argument("--levers", default=",".join(LEVERS), help=f"of: {', '.join(LEVERS)}")
+    parser.add_argument("--eval-seeds", type=int, default=20)
+    parser.add_argument("--tune-seeds", type=int, default=5, help="deep_wide's (for its cell cache)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--data-root", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cells, args.eval_seeds, args.tune_seeds = "1x20,2x20", 2, 1
+    horizons = [5, 10] if args.quick else [100, 200]
+    try:
+        cells = deep_wide.parse_cells(args.cells)
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    levers = args.levers.split(",")
+    unknown = [name for name in levers if name not in LEVERS]
+    if unknown:
+        parser.exit(2, f"{parser.prog}: error: unknown lever(s) {unknown} (known: {', '.join(LEVERS)})\n")
+    started = time.perf_counter()
+    dw_args = deep_wide_args(args)
+    rules = deep_wide.general_rules(deep_wide.DEFAULT_WEIGHTS)
+    data = {"settings": {"cells": args.cells, "eval_seeds": args.eval_seeds, "tune_seeds": args.tune_seeds,
+                         "horizons": horizons, "device": args.device, "quick": args.quick},
+            "levers": levers, "cells": {}}
+    try:
+        for cell in cells:
+            name = deep_wide.cell_name(cell)
+            base = deep_wide.cached_cell(cell, rules, dw_args, horizons, reuse=True)["results"]
+            block = {"tuned Adam": {}, "Adam 1e-3": {}}
+            for h in horizons:
+                results = base[str(h)]
+                tuned_key = next(k for k in results if k.startswith("Adam (") and k.endswith("tuned)"))
+                block["tuned Adam"][str(h)] = {**results[tuned_key], "label": tuned_key}
+                block["Adam 1e-3"][str(h)] = results["Adam (lr=1e-3, default)"]
+            for lever in levers:
+                if lever == "shipped":  # deep_wide's own runs of the shipped default, same seeds
+                    block[lever] = {str(h): base[str(h)][SHIPPED_KEY] for h in horizons}
+                else:
+                    block[lever] = cached_lever(cell, lever, args, horizons)
+            data["cells"][name] = block
+    except DataNotFoundError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    data["summary"] = summarize(data)
+    data["provenance"] = provenance("benchmarks.levers", argv, args.device, started)
+    out = Path(args.out)
+    write_json(out / "levers.json", data)
+    plot(data, out)
+    (out / "levers.md").write_text(to_markdown(data))
+    print(to_markdown(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
