@@ -74,7 +74,12 @@ def general_rules(spec: str) -> dict[str, object]:
     return rules
 
 
-def run_cell(cell, rules, args, horizons) -> dict:
+def run_cell(cell, rules, args, horizons, tuning_file: Path | None = None, settings: dict | None = None) -> dict:
+    """One cell: tune the baselines, then run every optimizer on the evaluation seeds.
+
+    With ``tuning_file``, the tuning (the longest part of a large cell) is kept there under
+    ``settings`` and reused by a later call with the same settings, e.g. after a crash.
+    """
     layers, units, activation = cell
     task = make_task("mnist_mlp", data_root=args.data_root, hidden=(units,) * layers, activation=activation)
     longest = max(horizons)
@@ -85,7 +90,12 @@ def run_cell(cell, rules, args, horizons) -> dict:
     tuned: dict[str, dict[int, float]] = {}
     tuning_scores: dict[str, dict[str, dict[str, float]]] = {}
     grid = LR_GRID if not args.quick else LR_GRID[::3]
-    for name in progress(BASELINES, len(BASELINES), f"{label}: tuning"):
+    stored = json.loads(tuning_file.read_text()) if tuning_file is not None and tuning_file.exists() else None
+    reused = stored is not None and stored["settings"] == settings
+    if reused:
+        tuned = {name: {int(h): lr for h, lr in by_h.items()} for name, by_h in stored["tuned_lr"].items()}
+        tuning_scores = stored["tuning_mean_sum_of_losses"]
+    for name in progress([] if reused else BASELINES, 0 if reused else len(BASELINES), f"{label}: tuning"):
         sums = {h: {lr: 0.0 for lr in grid} for h in horizons}
         for lr in grid:
             for seed in tune_seeds:
@@ -95,6 +105,9 @@ def run_cell(cell, rules, args, horizons) -> dict:
                     sums[h][lr] += (total if math.isfinite(total) else float("inf")) / len(tune_seeds)
         tuned[name] = {h: min(grid, key=lambda lr: (sums[h][lr], -lr)) for h in horizons}
         tuning_scores[name] = {str(h): {str(lr): sums[h][lr] for lr in grid} for h in horizons}
+    if tuning_file is not None and not reused:
+        write_json(tuning_file, {"settings": settings, "tuning_mean_sum_of_losses": tuning_scores,
+                                 "tuned_lr": {name: {str(h): lr for h, lr in by_h.items()} for name, by_h in tuned.items()}})
 
     # the runs: each distinct optimizer once, at the longest horizon
     runs: dict[str, tuple] = {}
@@ -155,7 +168,9 @@ def cached_cell(cell, rules, args, horizons, reuse: bool) -> dict:
         stored = json.loads(saved.read_text())
         if stored["settings"] == same:
             return stored["result"]
-    result = run_cell(cell, rules, args, horizons)
+    # the baselines' tuning does not depend on the rules: kept apart, so a crash later in the cell keeps it
+    tuning_settings = {k: v for k, v in same.items() if k not in ("rules", "weights", "eval_seeds")}
+    result = run_cell(cell, rules, args, horizons, saved.with_suffix(".tuning.json"), tuning_settings)
     write_json(saved, {"settings": same, "result": result})
     return result
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import needs_mnist
+from conftest import mnist_root, needs_mnist
 from learned_optim import NetConfig, save_weights
 from learned_optim.baselines import LR_GRID, baseline, compare, train, tune_lr
 from learned_optim.nets import init_theta
@@ -243,3 +243,28 @@ def test_levers_refuses_an_unknown_lever(capsys):
     with pytest.raises(SystemExit) as exit_info:
         levers.main(["--quick", "--levers", "nope"])
     assert exit_info.value.code == 2 and "unknown lever" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_deep_wide_keeps_a_cells_tuning_apart_so_a_crash_does_not_lose_it(tmp_path, tiny_rule):
+    from benchmarks import deep_wide
+
+    argv = ["--quick", "--weights", tiny_rule, "--cells", "1x20", "--out", str(tmp_path), "--resume"]
+    assert deep_wide.main(argv) == 0
+    tuning_file = tmp_path / "deep_wide_cells" / "1x20.tuning.json"
+    stored = json.loads(tuning_file.read_text())
+    cell = json.loads((tmp_path / "deep_wide_cells" / "1x20.json").read_text())["result"]
+    assert stored["tuned_lr"] == cell["tuned_lr"]
+    # as after a crash in the runs: the cell is gone, its tuning is there (marked, to see it reused)
+    (tmp_path / "deep_wide_cells" / "1x20.json").unlink()
+    other = next(lr for lr in LR_GRID[::3] if lr != stored["tuned_lr"]["Adam"]["10"])
+    stored["tuned_lr"]["Adam"]["10"] = other
+    tuning_file.write_text(json.dumps(stored))
+    assert deep_wide.main(argv) == 0
+    again = json.loads((tmp_path / "deep_wide_cells" / "1x20.json").read_text())["result"]
+    assert again["tuned_lr"]["Adam"]["10"] == other
+    assert f"Adam (lr={other:g}, tuned)" in again["results"]["10"]
+    # other settings (the data root named): tuned afresh, the mark gone
+    assert deep_wide.main(argv + ["--data-root", str(mnist_root())]) == 0
+    fresh = json.loads(tuning_file.read_text())
+    assert fresh["settings"]["data_root"] == str(mnist_root()) and fresh["tuned_lr"] == cell["tuned_lr"]
