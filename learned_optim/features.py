@@ -62,19 +62,36 @@ def preprocess(grad: torch.Tensor, preprocess: str = "log_sign", p: float = 10.0
 GRAD_NORMS = ("none", "tensor")
 
 
-def tensor_scale(grad: torch.Tensor, target: float) -> torch.Tensor:
+def tensor_scale(grad: torch.Tensor, target: float, chunk_size: int | None = None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
     """``target / RMS(grad)`` over the finite entries of one tensor's gradient (a 0-dim tensor, no sync).
 
     1 where there is nothing to normalize (all zero or no finite entry). Computed as
     amax · RMS(grad / amax), so gradients near float32's smallest normal still scale exactly.
+    With ``chunk_size`` the gradient is read in pieces of that many entries (two passes), so
+    the temporaries are bounded by the chunk, not the tensor; ``dtype``: compute in this dtype.
     """
     flat = grad.reshape(-1)
-    finite = torch.isfinite(flat)
-    clean = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
-    amax = clean.abs().amax() if clean.numel() else clean.new_zeros(())
+    n = flat.numel()
+    step = max(1, chunk_size or n)
+    dtype = dtype or flat.dtype
+    zero = torch.zeros((), dtype=dtype, device=flat.device)
+
+    def pieces():
+        for start in range(0, n, step):
+            piece = flat[start : start + step].to(dtype)
+            finite = torch.isfinite(piece)
+            yield torch.where(finite, piece, zero), finite
+
+    amax, count = zero.clone(), torch.zeros((), dtype=torch.int64, device=flat.device)
+    for clean, finite in pieces():
+        amax = torch.maximum(amax, clean.abs().amax())
+        count = count + finite.sum()
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))
-    count = finite.sum().clamp_min(1)
-    rms = amax * ((clean / safe).square().sum() / count).sqrt()
+    total = zero.clone()
+    for clean, _ in pieces():
+        total = total + (clean / safe).square().sum()
+    rms = amax * (total / count.clamp_min(1)).sqrt()
     return torch.where(rms > 0, target / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.ones_like(rms))
 
 

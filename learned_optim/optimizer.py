@@ -231,7 +231,8 @@ class LearnedOptimizer(Optimizer):
         """
         if self.config.grad_norm == "none":
             return None
-        scale = tensor_scale(grad.to(self._compute_dtype), self.config.grad_norm_target)
+        # read in chunks: the step's extra memory stays bounded by chunk_size
+        scale = tensor_scale(grad, self.config.grad_norm_target, self.chunk_size, self._compute_dtype)
         return float(scale) if grad.device.type == "cpu" else scale
 
     def _check_state_fits(self, p: torch.Tensor, state: dict[str, Any]) -> None:

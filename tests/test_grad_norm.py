@@ -136,3 +136,13 @@ def test_metatrain_flags_set_the_rules_grad_norm():
     assert net.grad_norm == "tensor" and net.grad_norm_target == 0.002
     with pytest.raises(ValueError, match="Invalid grad_norm"):
         config_from_args(build_parser().parse_args(["--task", "quadratic", "--out", "x.safetensors", "--grad-norm", "layer"]))
+
+
+@given(n=st.integers(1, 200), chunk=st.integers(1, 64), seed=st.integers(0, 2**16), poison=st.booleans())
+def test_scale_read_in_chunks_is_the_scale_read_whole(n, chunk, seed, poison):
+    g = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * 1e-3
+    if poison:
+        g[seed % n] = float("nan")
+    whole = tensor_scale(g, 0.01)
+    torch.testing.assert_close(tensor_scale(g, 0.01, chunk_size=chunk), whole, rtol=1e-5, atol=0)
+    torch.testing.assert_close(tensor_scale(g.double(), 0.01, chunk_size=chunk, dtype=torch.float32), whole, rtol=1e-5, atol=0)
