@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 
 from . import analysis
+from .features import tensor_scale
 from .optimizer import LearnedOptimizer
 from .tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
@@ -42,6 +43,14 @@ def groups_of(model: torch.nn.Module) -> list[str]:
     for name, p in model.named_parameters():
         labels += [name] * p.numel()
     return labels
+
+
+def seen(grad: torch.Tensor, config) -> torch.Tensor:
+    """A tensor's gradient as the rule sees it: rescaled under grad_norm="tensor" (see features.py)."""
+    if config.grad_norm == "tensor":
+        # in float64, as the recording optimizer (state_dtype float64) computes it
+        return grad.double() * tensor_scale(grad, config.grad_norm_target, dtype=torch.float64)
+    return grad
 
 
 def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, coords: int = 256):
@@ -63,7 +72,7 @@ def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, c
             loss = problem.loss(t)
             loss.backward()
             run_losses.append(float(loss.detach()))
-            run_grads.append(torch.cat([p.grad.reshape(-1) for p in params])[pick].double())
+            run_grads.append(torch.cat([seen(p.grad, rule.config).reshape(-1) for p in params])[pick].double())
             opt.step()
             flat = torch.cat([torch.cat([opt.state[p][n] for n in rule.config.state_names], dim=1) for p in params])
             run_states.append(flat[pick])

@@ -146,3 +146,16 @@ def test_scale_read_in_chunks_is_the_scale_read_whole(n, chunk, seed, poison):
     whole = tensor_scale(g, 0.01)
     torch.testing.assert_close(tensor_scale(g, 0.01, chunk_size=chunk), whole, rtol=1e-5, atol=0)
     torch.testing.assert_close(tensor_scale(g.double(), 0.01, chunk_size=chunk, dtype=torch.float32), whole, rtol=1e-5, atol=0)
+
+
+def test_analysis_records_the_gradients_the_rule_saw():
+    """analyze.record: feeding its recorded gradients to the pure step reproduces the optimizer's states."""
+    from learned_optim import analysis
+    from learned_optim.analyze import record
+
+    config = NetConfig(hidden_size=5, grad_norm="tensor", grad_norm_target=0.02)
+    rule = analysis.LearnedRule(random_weights(config, seed=7))
+    states, grads, _, _ = record(rule, make_task("two_moons", hidden=[8, 8]), seeds=[3], steps=4, coords=40)
+    for t in range(4):
+        _, replayed = rule.step(states[0, t], grads[0, t])
+        torch.testing.assert_close(replayed, states[0, t + 1], rtol=1e-6, atol=1e-9)

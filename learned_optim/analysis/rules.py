@@ -90,7 +90,11 @@ class Adam(Rule):
 
 
 class LearnedRule(Rule):
-    """A weight file's network through the package's own pure step (``nets.step``); the state is its tensors concatenated."""
+    """A weight file's network through the package's own pure step (``nets.step``); the state is its tensors concatenated.
+
+    ``g`` is the gradient as the rule sees it: for a rule with grad_norm="tensor", a gradient
+    already rescaled to its tensor's target RMS (LearnedOptimizer does that before the step).
+    """
 
     def __init__(self, weights: "str | RuleWeights | None" = "default", dtype=torch.float64) -> None:
         self.weights = weights if isinstance(weights, RuleWeights) else load_weights(weights)
