@@ -133,10 +133,13 @@ def plot(data: dict, out: Path) -> list[str]:
     if data.get("sweep"):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
         for ax, grid in zip(axes.flat, ("fine", "coarse")):
-            for row in (r for r in data["sweep"].values() if r["grid"] == grid):
+            rows = [r for r in data["sweep"].values() if r["grid"] == grid]
+            colors = plt.get_cmap("viridis")([i / max(1, len(rows) - 1) for i in range(len(rows))])  # one per rate
+            for row, color in zip(rows, colors):
                 history = [(h["epoch"], h["val"]) for h in row.get("history", []) if math.isfinite(h["val"])]
                 if history:
-                    ax.plot(*zip(*history), "o-", ms=3, label=f"meta-lr {row['meta_lr']:g}")
+                    ax.plot(*zip(*history), "o-", ms=3, color=color, label=f"meta-lr {row['meta_lr']:g}")
+            ax.axhline(230.3, color="black", lw=0.8, ls=":", label="chance (2.303 per step)")
             ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel("validation: mean sum of losses")
