@@ -103,10 +103,15 @@ def to_markdown(data: dict) -> str:
         parts.append(markdown_table(["variant", "optimizer", "final loss", "sum of losses", "test accuracy"], rows))
     if "sweep" in data:
         parts += ["", "## Meta-learning-rate sweep, MNIST recipe (validation: mean sum of losses over 100 steps, 10 problems)", "",
-                  "Chance-level training (loss 2.30 at every step) sums to about 230.", ""]
-        rows = [[r["grid"], f"{r['meta_lr']:g}", r["epochs"], f"{r['best_validation']:.4g}", r["best_epoch"],
-                 f"{r['final_validation']:.4g}" if math.isfinite(r["final_validation"]) else "diverged"] for r in data["sweep"].values()]
-        parts.append(markdown_table(["grid", "meta-lr", "epochs", "best validation", "at epoch", "last epoch's validation"], rows))
+                  "Chance-level training (loss 2.30 at every step) sums to about 230. The weight files and cards are in "
+                  "paper_sweep/ (a rerun reuses them); their meta-training took "
+                  f"{sum(r['wall_time_s'] for r in data['sweep'].values()) / 3600:.2f} h of wall time in all (the cards' "
+                  "wall_time_s; the time above is this command's own).", ""]
+        rows = [[r["grid"], f"{r['meta_lr']:g}", r["epochs"], f"{r['untrained_validation']:.4g}", f"{r['best_validation']:.4g}",
+                 r["best_epoch"], f"{r['final_validation']:.4g}" if math.isfinite(r["final_validation"]) else "diverged",
+                 f"{r['wall_time_s']:.0f} s"] for r in data["sweep"].values()]
+        parts.append(markdown_table(["grid", "meta-lr", "epochs", "untrained", "best validation", "at epoch",
+                                     "last epoch's validation", "wall time"], rows))
         parts += ["", "The report: 0.004 best, validation 52.3 after 100 epochs; most coarse-grid rates collapse to chance."]
     return "\n".join(parts) + "\n"
 
