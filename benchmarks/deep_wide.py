@@ -175,6 +175,11 @@ def cached_cell(cell, rules, args, horizons, reuse: bool) -> dict:
     return result
 
 
+def tuned_adam_key(results: dict) -> str:
+    """The name under which a cell's horizon block holds tuned Adam (e.g. "Adam (lr=0.003, tuned)")."""
+    return next(k for k in results if k.startswith("Adam (") and k.endswith("tuned)"))
+
+
 def summarize(data: dict, rules: list[str]) -> dict:
     """Per learned rule and horizon: cells where its mean final loss is below tuned Adam's, and the ratios."""
     summary = {}
@@ -184,7 +189,7 @@ def summarize(data: dict, rules: list[str]) -> dict:
             ratios, wins, default_wins = {}, 0, 0
             for cell, block in data["cells"].items():
                 results = block["results"][str(h)]
-                adam = next(v for k, v in results.items() if k.startswith("Adam (") and k.endswith("tuned)"))
+                adam = results[tuned_adam_key(results)]
                 mine, default = results[key]["final_loss"]["mean"], results["Adam (lr=1e-3, default)"]["final_loss"]["mean"]
                 ratios[cell] = mine / adam["final_loss"]["mean"]
                 wins += mine < adam["final_loss"]["mean"]
@@ -222,7 +227,7 @@ def to_markdown(data: dict) -> str:
             for cell, block in data["cells"].items():
                 results = block["results"][str(h)]
                 mine = results[f"LearnedOptimizer ({rule})"]["final_loss"]
-                adam_key = next(k for k in results if k.startswith("Adam (") and k.endswith("tuned)"))
+                adam_key = tuned_adam_key(results)
                 tuned = {k: v for k, v in results.items() if k.endswith("tuned)")}
                 best_key = min(tuned, key=lambda k: tuned[k]["final_loss"]["mean"])
                 ratio = mine["mean"] / results[adam_key]["final_loss"]["mean"]

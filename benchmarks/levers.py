@@ -203,7 +203,7 @@ def main(argv=None) -> int:
             block = {"tuned Adam": {}, "Adam 1e-3": {}}
             for h in horizons:
                 results = base[str(h)]
-                tuned_key = next(k for k in results if k.startswith("Adam (") and k.endswith("tuned)"))
+                tuned_key = deep_wide.tuned_adam_key(results)
                 block["tuned Adam"][str(h)] = {**results[tuned_key], "label": tuned_key}
                 block["Adam 1e-3"][str(h)] = results["Adam (lr=1e-3, default)"]
             for lever in levers:
