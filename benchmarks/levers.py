@@ -9,7 +9,8 @@ deep_wide's evaluation seeds and horizons; tuned Adam and Adam at 1e-3 are read
 from deep_wide's cell cache (OUT/deep_wide_cells/; a cell missing there is run
 first, as ``python -m benchmarks.deep_wide`` would), so every ratio compares the
 same seeds. Per lever and cell the runs are cached in OUT/levers_cells/ (rerun
-the same command to continue). Writes levers.json, levers.md and levers_<steps>.png.
+the same command to continue). Writes levers.json, levers.md and levers_<steps>.png (or, with
+``--report NAME``, NAME.json, NAME.md and NAME_<steps>.png).
 """
 
 from __future__ import annotations
@@ -32,15 +33,17 @@ from .common import DEFAULT_OUT, fmt, markdown_table, mean_se, progress, provena
 
 # name: (what it is, LearnedOptimizer keyword arguments)
 LEVERS: dict[str, tuple[str, dict]] = {
-    "shipped": ("l2l-mnist as shipped (raw gradients; deep_wide's own runs)", dict(weights="l2l-mnist")),
+    "l2l-mnist": ("l2l-mnist, the report's rule (raw gradients; deep_wide's own runs)", dict(weights="l2l-mnist")),
     "tensor-5e-4": ("l2l-mnist, each tensor's gradient rescaled to RMS 5e-4 (grad_norm='tensor'), no retraining",
                     dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=5e-4)),
     "tensor-1.5e-3": ("l2l-mnist, each tensor's gradient rescaled to RMS 1.5e-3, no retraining",
                       dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=1.5e-3)),
     "tensor-5e-3": ("l2l-mnist, each tensor's gradient rescaled to RMS 5e-3, no retraining",
                     dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=5e-3)),
+    "mlp-family": ("l2l-mlp-family: meta-trained from scratch with grad_norm='tensor' (RMS 1.5e-3) on mlp-family, eight "
+                   "MNIST MLPs none of which is a grid cell (its card holds the recipe)", dict(weights="l2l-mlp-family")),
 }
-SHIPPED_KEY = "LearnedOptimizer (default)"  # how deep_wide names the shipped default's runs
+SHIPPED_KEY = "LearnedOptimizer (l2l-mnist)"  # how deep_wide names its runs of the report's rule
 
 
 def deep_wide_args(args) -> argparse.Namespace:
@@ -106,7 +109,7 @@ def summarize(data: dict) -> dict:
     return summary
 
 
-def to_markdown(data: dict) -> str:
+def to_markdown(data: dict, stem: str = "levers") -> str:
     s, p = data["settings"], data["provenance"]
     parts = [
         "# Levers for issue 5: the learned optimizer on the deep_wide grid, against tuned Adam",
@@ -140,11 +143,11 @@ def to_markdown(data: dict) -> str:
             rows.append(row)
         parts += ["", f"## {h} steps: final loss (ratio to tuned Adam)", "",
                   markdown_table(["cell", "Adam, tuned", "Adam at 1e-3", *data["levers"]], rows),
-                  "", f"![ratios](levers_{h}.png)"]
+                  "", f"![ratios]({stem}_{h}.png)"]
     return "\n".join(parts) + "\n"
 
 
-def plot(data: dict, out: Path) -> None:
+def plot(data: dict, out: Path, stem: str = "levers") -> None:
     plt = pyplot()
     if plt is None:
         return
@@ -163,7 +166,7 @@ def plot(data: dict, out: Path) -> None:
         ax.legend(fontsize=7)
         fig.tight_layout()
         out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out / f"levers_{h}.png", dpi=90)
+        fig.savefig(out / f"{stem}_{h}.png", dpi=90)
         plt.close(fig)
 
 
@@ -178,7 +181,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--report", default="levers",
+                        help="name of the files written in OUT: NAME.json, NAME.md, NAME_<steps>.png (the runs' cache is shared)")
     args = parser.parse_args(argv)
+    if not args.report.replace("_", "").replace("-", "").isalnum():
+        parser.exit(2, f"{parser.prog}: error: invalid --report {args.report!r} (letters, digits, '-' and '_')\n")
     if args.quick:
         args.cells, args.eval_seeds, args.tune_seeds = "1x20,2x20", 2, 1
     horizons = [5, 10] if args.quick else [100, 200]
@@ -207,7 +214,7 @@ def main(argv=None) -> int:
                 block["tuned Adam"][str(h)] = {**results[tuned_key], "label": tuned_key}
                 block["Adam 1e-3"][str(h)] = results["Adam (lr=1e-3, default)"]
             for lever in levers:
-                if lever == "shipped":  # deep_wide's own runs of the shipped default, same seeds
+                if lever == "l2l-mnist":  # deep_wide's own runs of the report's rule, same seeds
                     block[lever] = {str(h): base[str(h)][SHIPPED_KEY] for h in horizons}
                 else:
                     block[lever] = cached_lever(cell, lever, args, horizons)
@@ -217,10 +224,10 @@ def main(argv=None) -> int:
     data["summary"] = summarize(data)
     data["provenance"] = provenance("benchmarks.levers", argv, args.device, started)
     out = Path(args.out)
-    write_json(out / "levers.json", data)
-    plot(data, out)
-    (out / "levers.md").write_text(to_markdown(data))
-    print(to_markdown(data))
+    write_json(out / f"{args.report}.json", data)
+    plot(data, out, args.report)
+    (out / f"{args.report}.md").write_text(to_markdown(data, args.report))
+    print(to_markdown(data, args.report))
     return 0
 
 

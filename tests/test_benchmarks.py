@@ -213,17 +213,17 @@ def test_state_precision_verdict_separates_noise_from_a_real_excess():
 def test_levers_quick_compares_each_lever_with_deep_wides_tuned_adam(tmp_path):
     from benchmarks import deep_wide, levers
 
-    assert levers.main(["--quick", "--out", str(tmp_path), "--levers", "shipped,tensor-1.5e-3"]) == 0
+    assert levers.main(["--quick", "--out", str(tmp_path), "--levers", "l2l-mnist,tensor-1.5e-3"]) == 0
     data = json.loads((tmp_path / "levers.json").read_text())
     assert list(data["cells"]) == ["1x20", "2x20"]
     cell = json.loads((tmp_path / "deep_wide_cells" / "1x20.json").read_text())["result"]["results"]["10"]
     block = data["cells"]["1x20"]
-    # the shipped rule and the Adams are deep_wide's runs on the same seeds, not new ones
-    assert block["shipped"]["10"] == cell[levers.SHIPPED_KEY]
+    # l2l-mnist and the Adams are deep_wide's runs on the same seeds, not new ones
+    assert block["l2l-mnist"]["10"] == cell[levers.SHIPPED_KEY]
     assert block["Adam 1e-3"]["10"] == cell["Adam (lr=1e-3, default)"]
     assert block["tuned Adam"]["10"]["final_loss"] == cell[block["tuned Adam"]["10"]["label"]]["final_loss"]
     # the normalized rule is a different run
-    assert block["tensor-1.5e-3"]["10"]["final_loss"] != block["shipped"]["10"]["final_loss"]
+    assert block["tensor-1.5e-3"]["10"]["final_loss"] != block["l2l-mnist"]["10"]["final_loss"]
     summary = data["summary"]["tensor-1.5e-3@10"]
     ratios = summary["final_loss_ratio_to_tuned_adam"]
     assert set(ratios) == {"1x20", "2x20"} and summary["worst_ratio"] == max(ratios.values())
@@ -233,8 +233,12 @@ def test_levers_quick_compares_each_lever_with_deep_wides_tuned_adam(tmp_path):
     assert (tmp_path / "levers_10.png").exists()
     # a second run reads its cached runs
     stamp = (tmp_path / "levers_cells" / "2x20--tensor-1.5e-3.json").stat().st_mtime
-    assert levers.main(["--quick", "--out", str(tmp_path), "--levers", "tensor-1.5e-3"]) == 0
+    assert levers.main(["--quick", "--out", str(tmp_path), "--levers", "tensor-1.5e-3", "--report", "only_tensor"]) == 0
     assert (tmp_path / "levers_cells" / "2x20--tensor-1.5e-3.json").stat().st_mtime == stamp
+    # --report names a second set of files; the first set is left as it was
+    assert json.loads((tmp_path / "only_tensor.json").read_text())["levers"] == ["tensor-1.5e-3"]
+    assert (tmp_path / "only_tensor_10.png").exists() and "only_tensor_10.png" in (tmp_path / "only_tensor.md").read_text()
+    assert json.loads((tmp_path / "levers.json").read_text())["levers"] == ["l2l-mnist", "tensor-1.5e-3"]
 
 
 def test_levers_refuses_an_unknown_lever(capsys):
@@ -243,6 +247,9 @@ def test_levers_refuses_an_unknown_lever(capsys):
     with pytest.raises(SystemExit) as exit_info:
         levers.main(["--quick", "--levers", "nope"])
     assert exit_info.value.code == 2 and "unknown lever" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        levers.main(["--quick", "--report", "../elsewhere"])
+    assert exit_info.value.code == 2 and "invalid --report" in capsys.readouterr().err
 
 
 @needs_mnist

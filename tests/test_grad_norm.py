@@ -159,3 +159,24 @@ def test_analysis_records_the_gradients_the_rule_saw():
     for t in range(4):
         _, replayed = rule.step(states[0, t], grads[0, t])
         torch.testing.assert_close(replayed, states[0, t + 1], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tensor_norm_on_cuda_matches_the_cpu_reference():
+    """The CUDA path (optimizer and meta-trainer rollout) normalizes as the CPU reference does."""
+    cpu = trajectory(1.0, implementation="reference")
+    model = small_model(seed=3).cuda()
+    opt = LearnedOptimizer(model.parameters(), weights=random_weights(seed=1), grad_norm="tensor", grad_norm_target=0.01)
+    for step in range(15):
+        opt.zero_grad()
+        x, y = (v.cuda() for v in __import__("conftest").batch(step))
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+    for a, b in zip(cpu, model.parameters()):
+        torch.testing.assert_close(b.detach().cpu(), a, rtol=1e-4, atol=1e-5)
+    config = NetConfig(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02)
+    rule = random_weights(config, seed=2)
+    task = make_task("two_moons", hidden=[8, 8])
+    on_cpu = rollout(rule.theta, config, task.sample(4), steps=20)
+    on_gpu = rollout({k: v.cuda() for k, v in rule.theta.items()}, config, task.sample(4, "cuda"), steps=20, device="cuda")
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-5)

@@ -73,6 +73,17 @@ def test_chunk_size_does_not_change_results(rule, chunk):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
 
 
+def test_default_chunk_depends_on_the_device_and_an_explicit_one_wins(rule):
+    from learned_optim.optimizer import ACCELERATOR_CHUNK, CPU_CHUNK
+
+    p = torch.nn.Parameter(torch.ones(3))
+    default = LearnedOptimizer([p], weights=rule)
+    assert default.chunk_for(torch.device("cpu")) == CPU_CHUNK
+    assert default.chunk_for(torch.device("cuda", 0)) == ACCELERATOR_CHUNK > CPU_CHUNK
+    fixed = LearnedOptimizer([p], weights=rule, chunk_size=77)
+    assert fixed.chunk_for(torch.device("cpu")) == fixed.chunk_for(torch.device("cuda")) == 77
+
+
 @pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
 def test_parameter_order_does_not_change_results(rule, implementation):
     m1, m2 = small_model(), small_model()
