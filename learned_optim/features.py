@@ -63,13 +63,15 @@ GRAD_NORMS = ("none", "tensor")
 
 
 def tensor_scale(grad: torch.Tensor, target: float, chunk_size: int | None = None,
-                 dtype: torch.dtype | None = None) -> torch.Tensor:
+                 dtype: torch.dtype | None = None, reduce_max=None, reduce_sum=None) -> torch.Tensor:
     """``target / RMS(grad)`` over the finite entries of one tensor's gradient (a 0-dim tensor, no sync).
 
     1 where there is nothing to normalize (all zero or no finite entry). Computed as
     amax · RMS(grad / amax), so gradients near float32's smallest normal still scale exactly.
     With ``chunk_size`` the gradient is read in pieces of that many entries (two passes), so
     the temporaries are bounded by the chunk, not the tensor; ``dtype``: compute in this dtype.
+    When ``grad`` is one shard of a larger tensor, ``reduce_max`` and ``reduce_sum`` (in-place
+    reductions of a 0-dim tensor across the shards) make the result the whole tensor's.
     """
     flat = grad.reshape(-1)
     n = flat.numel()
@@ -87,10 +89,15 @@ def tensor_scale(grad: torch.Tensor, target: float, chunk_size: int | None = Non
     for clean, finite in pieces():
         amax = torch.maximum(amax, clean.abs().amax())
         count = count + finite.sum()
+    if reduce_max is not None:
+        reduce_max(amax)
+        reduce_sum(count)
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))
     total = zero.clone()
     for clean, _ in pieces():
         total = total + (clean / safe).square().sum()
+    if reduce_sum is not None:
+        reduce_sum(total)
     rms = amax * (total / count.clamp_min(1)).sqrt()
     return torch.where(rms > 0, target / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.ones_like(rms))
 

@@ -25,6 +25,29 @@ except Exception:  # a torch built without distributed support
     _DTensor = None
 
 
+def _shard_reductions(tensor: "torch.Tensor | None"):
+    """In-place (max, sum) all-reduces of a 0-dim tensor over the mesh dims a DTensor is sharded on.
+
+    (None, None) for a plain tensor or one replicated on every mesh dim.
+    """
+    if _DTensor is None or not isinstance(tensor, _DTensor):
+        return None, None
+    import torch.distributed as dist
+
+    mesh = tensor.device_mesh
+    groups = [mesh.get_group(dim) for dim, placement in enumerate(tensor.placements) if placement.is_shard()]
+    if not groups:
+        return None, None
+
+    def reducer(op):
+        def reduce(value: torch.Tensor) -> None:
+            for group in groups:
+                dist.all_reduce(value, op=op, group=group)
+        return reduce
+
+    return reducer(dist.ReduceOp.MAX), reducer(dist.ReduceOp.SUM)
+
+
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     """The shard this process holds: the rule is coordinatewise, so each rank steps its own coordinates."""
     if _DTensor is not None and isinstance(tensor, _DTensor):
@@ -87,7 +110,7 @@ class LearnedOptimizer(Optimizer):
             root mean square of ``grad_norm_target`` before the rule sees it (the update is
             not rescaled back). Default (None): what the rule was meta-trained with (its
             card's ``grad_norm``); setting it overrides the rule's own. For a sharded
-            (DTensor) parameter the RMS is the local shard's.
+            (DTensor) parameter the RMS is the whole tensor's, reduced across its shards.
         grad_norm_target: the RMS under ``grad_norm="tensor"`` (default None: the rule's).
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
@@ -226,18 +249,22 @@ class LearnedOptimizer(Optimizer):
                     )
             else:
                 self._check_state_fits(p, state)
-            entries.append((p, grad, state, self._grad_scale(grad)))
+            entries.append((p, grad, state, self._grad_scale(grad, param.grad)))
         return entries
 
-    def _grad_scale(self, grad: torch.Tensor) -> "float | torch.Tensor | None":
+    def _grad_scale(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None) -> "float | torch.Tensor | None":
         """The factor on this tensor's gradient under grad_norm="tensor" (None: no normalization).
 
         A float on the CPU (the kernel takes it as a scalar), a 0-dim tensor elsewhere (no sync).
+        ``grad`` may be the local shard of ``whole``, a sharded (DTensor) gradient: the RMS is
+        then the whole tensor's, reduced across the shards, as one process would compute it.
         """
         if self.config.grad_norm == "none":
             return None
+        reduce_max, reduce_sum = _shard_reductions(whole)
         # read in chunks: the step's extra memory stays bounded by chunk_size
-        scale = tensor_scale(grad, self.config.grad_norm_target, self.chunk_for(grad.device), self._compute_dtype)
+        scale = tensor_scale(grad, self.config.grad_norm_target, self.chunk_for(grad.device), self._compute_dtype,
+                             reduce_max, reduce_sum)
         return float(scale) if grad.device.type == "cpu" else scale
 
     def _check_state_fits(self, p: torch.Tensor, state: dict[str, Any]) -> None:
