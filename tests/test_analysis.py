@@ -22,6 +22,8 @@ from learned_optim.analysis import (
     saturation,
     update_function,
 )
+from learned_optim.nets import NetConfig
+from learned_optim.pretrained import random_weights, save_weights
 
 F64 = dict(dtype=torch.float64)
 
@@ -114,6 +116,19 @@ def test_analyze_cli_writes_figures_and_a_summary(tmp_path):
     for name in ("fig1_losses", "fig2_hand_designed", "fig3_momentum", "fig4_clipping", "fig5_schedule", "fig7_layers"):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert "# What `l2l-quadratic` does on quadratic" in (out / "summary.md").read_text()
+    assert "log-sign" in summary["note"]  # l2l-quadratic sees log|g|: the slope at 0 is the small-gradient branch's
     with pytest.raises(SystemExit) as info:
         analyze.main(["no-such-rule", "--out", str(out)])
     assert info.value.code == 2
+
+
+def test_the_log_sign_caveat_is_only_given_for_rules_that_use_it(tmp_path):
+    from learned_optim import analyze
+
+    raw = random_weights(NetConfig(cell="gru", num_layers=1, hidden_size=4, preprocess="none"), seed=0)
+    path = tmp_path / "raw.safetensors"
+    save_weights(path, raw.theta, raw.config, {"name": "raw"})
+    assert analyze.main([str(path), "--task", "rosenbrock", "--out", str(tmp_path / "r"), "--problems", "2", "--steps", "5",
+                         "--fp-iterations", "20"]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["note"].startswith("effective learning rate") and "log-sign" not in summary["note"]
