@@ -166,7 +166,7 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
         "adaptation": [{"g_star": g, "secant_lr_at_median_gradient": lr} for g, _, lr in s_curve],
         "note": "effective learning rate = -dΔx/dg at g = 0"
         + ("; under the log-sign preprocessing the network sees (−1, e^p g) for |g| < e^-p, so this slope belongs "
-           "to that branch" if getattr(getattr(rule, "config", None), "preprocess", None) == "log_sign" else ""),
+           "to that branch" if rule.config.preprocess == "log_sign" else ""),
     }
     summary["mean_training_loss"] = {rule.name: float(losses.mean())}
     summary["mean_training_loss"].update({f"{name} (random search, {search_samples} samples)": float(c.mean())

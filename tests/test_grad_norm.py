@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import loss_of, small_model
+from conftest import batch, loss_of, small_model
 from learned_optim import LearnedOptimizer
 from learned_optim.baselines import train as train_with
 from learned_optim.features import normalize_per_tensor, tensor_scale
@@ -169,7 +169,7 @@ def test_tensor_norm_on_cuda_matches_the_cpu_reference():
     opt = LearnedOptimizer(model.parameters(), weights=random_weights(seed=1), grad_norm="tensor", grad_norm_target=0.01)
     for step in range(15):
         opt.zero_grad()
-        x, y = (v.cuda() for v in __import__("conftest").batch(step))
+        x, y = (v.cuda() for v in batch(step))
         ((model(x) - y) ** 2).mean().backward()
         opt.step()
     for a, b in zip(cpu, model.parameters()):
