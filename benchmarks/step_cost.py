@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from learned_optim import LearnedOptimizer, kernels
+from learned_optim import LearnedOptimizer, kernels, triton_step
 from learned_optim.nets import NetConfig
 
 from .common import DEFAULT_OUT, markdown_table, provenance, pyplot, sync, write_json
@@ -65,17 +65,31 @@ def matmul_flops(device: str) -> float:
     return 2 * n**3 / timed(lambda: a @ b, device, 5)
 
 
-def optimizers(device: str) -> dict:
+def copy_bandwidth(device: str) -> float:
+    """Bytes per second of a large device-to-device copy (read + write), the memory side of the roofline."""
+    n = (1 << 24) if device == "cpu" else (1 << 28)
+    a = torch.empty(n, device=device)
+    b = torch.empty_like(a)
+    return 2 * 4 * n / timed(lambda: b.copy_(a), device, 5)
+
+
+def bytes_per_coordinate(state_bytes: float, param_bytes: int = 4) -> float:
+    """Least memory traffic of a learned step per coordinate: the state read and written, the gradient read,
+    the parameter read and written."""
+    return 2 * state_bytes + param_bytes + 2 * param_bytes
+
+
+def optimizers(device: str, chunk_size: "int | None" = None) -> dict:
     cuda = device.startswith("cuda")
     return {
-        "LearnedOptimizer": lambda p: LearnedOptimizer(p),
-        **({} if cuda else {"LearnedOptimizer (torch path)": lambda p: LearnedOptimizer(p, implementation="torch")}),
+        "LearnedOptimizer": lambda p: LearnedOptimizer(p, chunk_size=chunk_size),
+        "LearnedOptimizer (torch path)": lambda p: LearnedOptimizer(p, implementation="torch", chunk_size=chunk_size),
         "Adam" + (" (fused)" if cuda else " (foreach)"): lambda p: torch.optim.Adam(p, lr=1e-3, **({"fused": True} if cuda else {"foreach": True})),
         "SGD": lambda p: torch.optim.SGD(p, lr=1e-2),
     }
 
 
-def measure(numel: int, device: str, repeats: int) -> dict:
+def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = None) -> dict:
     torch.manual_seed(0)
     model = mlp_for(numel).to(device)
     params = list(model.parameters())
@@ -89,7 +103,7 @@ def measure(numel: int, device: str, repeats: int) -> dict:
     fwd_bwd = timed(forward_backward, device, repeats)
     forward_backward()  # leave gradients in place for the steps
     row = {"parameters": count, "forward_backward_s": fwd_bwd, "optimizers": {}}
-    for name, make in optimizers(device).items():
+    for name, make in optimizers(device, chunk_size).items():
         opt = make(params)
         step = timed(opt.step, device, repeats)
         state_bytes = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0)
@@ -114,18 +128,33 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e4, 1e5, 1e6, 1e7])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--matmul-precision", default="highest", choices=("highest", "high", "medium"),
+                        help="torch.set_float32_matmul_precision for the run: the reference matmul, and on CUDA the "
+                        "Triton kernel's products (\"high\": TF32), follow it; results go to step_cost_DEVICE_PRECISION.*")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="LearnedOptimizer's chunk_size (default: its own per-device default)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats = [1e4], 2
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(args.matmul_precision)
+    try:
+        return run(args, argv)
+    finally:  # the setting is the process's: leave it as it was
+        torch.set_float32_matmul_precision(before)
+
+
+def run(args, argv) -> int:
     started = time.perf_counter()
     # the machine's throughput drifts on a shared host: the matmul is timed before and after every model size and
     # the best reading is the reference (the conservative choice: it makes our fraction smaller)
     matmul_readings = [matmul_flops(args.device)]
+    bandwidth = copy_bandwidth(args.device)
     flops = rule_flops_per_coordinate(NetConfig())
     rows = []
     for size in args.sizes:
-        rows.append(measure(int(size), args.device, args.repeats))
+        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size))
         matmul_readings.append(matmul_flops(args.device))
     peak = max(matmul_readings)
     for row in rows:
@@ -135,24 +164,35 @@ def main(argv=None) -> int:
                 learned["achieved_flops"] = flops * row["parameters"] / learned["step_s"]
                 learned["fraction_of_matmul_throughput"] = learned["achieved_flops"] / peak
                 learned["step_over_adam"] = learned["step_s"] / adam["step_s"]
+                bound = max(flops * row["parameters"] / peak,
+                            bytes_per_coordinate(learned["state_bytes_per_parameter"]) * row["parameters"] / bandwidth)
+                learned["roofline_s"] = bound
+                learned["step_over_roofline"] = learned["step_s"] / bound
     kernel = args.device == "cpu" and kernels.cpp_available("rule_step")
+    gpu_kernel = args.device.startswith("cuda") and triton_step.available()
     data = {
         "cpu_kernel": kernel,
+        "gpu_kernel": "triton" if gpu_kernel else None,
         "matmul_flops_per_s": peak,
         "matmul_flops_per_s_readings": matmul_readings,
+        "copy_bytes_per_s": bandwidth,
+        "float32_matmul_precision": args.matmul_precision,
+        "chunk_size": args.chunk_size,
         "rule_flops_per_coordinate": flops,
         "rows": rows,
         "provenance": provenance("benchmarks.step_cost", argv, args.device, started),
     }
     out = Path(args.out)
-    suffix = "" if args.device == "cpu" else "_" + args.device.replace(":", "")
+    suffix = ("" if args.device == "cpu" else "_" + args.device.replace(":", "")) + (
+        "" if args.matmul_precision == "highest" else "_" + args.matmul_precision)
     write_json(out / f"step_cost{suffix}.json", data)
     table = []
     for row in rows:
         for name, r in row["optimizers"].items():
             table.append([f"{row['parameters']:.2e}", name, f"{r['step_s'] * 1e3:.3g}", f"{r['state_bytes_per_parameter']:.0f}",
                           f"{r['step_over_forward_backward']:.3g}", f"{r['step_over_adam']:.3g}" if "step_over_adam" in r else "",
-                          f"{r['fraction_of_matmul_throughput']:.1%}" if "fraction_of_matmul_throughput" in r else ""])
+                          f"{r['fraction_of_matmul_throughput']:.1%}" if "fraction_of_matmul_throughput" in r else "",
+                          f"{r['step_over_roofline']:.3g}" if "step_over_roofline" in r else ""])
     text = "\n".join([
         "# Optimizer step cost",
         "",
@@ -160,12 +200,17 @@ def main(argv=None) -> int:
         "",
         f"Median of {args.repeats} steps after a warm-up. Rule network: {flops} FLOPs per coordinate; float32 matmul in the "
         f"same run: {peak / 1e9:.1f} GFLOP/s (the best of {len(matmul_readings)} readings, "
-        f"{min(matmul_readings) / 1e9:.0f}-{peak / 1e9:.0f}, one before and one after each size)."
+        f"{min(matmul_readings) / 1e9:.0f}-{peak / 1e9:.0f}, one before and one after each size); copy bandwidth "
+        f"{bandwidth / 1e9:.0f} GB/s. Roofline bound of a learned step: max(FLOPs / matmul throughput, bytes / copy "
+        "bandwidth), the bytes being the state read and written plus the gradient read and the parameter read and written."
+        + (f" chunk_size={args.chunk_size}." if args.chunk_size else "")
         + (" LearnedOptimizer runs its C++ step kernel (kernels.lstm_rule_step); the torch path is "
-           "`implementation=\"torch\"`, the chunked PyTorch computation." if kernel else ""),
+           "`implementation=\"torch\"`, the chunked PyTorch computation." if kernel else "")
+        + (" LearnedOptimizer runs its Triton kernel (triton_step.lstm_rule_step); the torch path is "
+           "`implementation=\"torch\"`, the chunked PyTorch computation." if gpu_kernel else ""),
         "",
         markdown_table(["parameters", "optimizer", "step (ms)", "state bytes / parameter", "step / (fwd+bwd, batch 128)",
-                        "step / Adam's", "of matmul throughput"], table),
+                        "step / Adam's", "of matmul throughput", "step / roofline"], table),
         "",
         f"![step time](step_cost{suffix}.png)",
     ])

@@ -172,11 +172,25 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
     summary["mean_training_loss"].update({f"{name} (random search, {search_samples} samples)": float(c.mean())
                                           for name, (_, c) in baselines_found.items()})
     summary["tuned_baselines"] = {name: best for name, (best, _) in baselines_found.items()}
+    kappas = None
+    if hasattr(task, "condition_number"):  # linreg: the task's spread of conditionings (the paper's Fig. 1a)
+        histogram_seeds = range(seeds[0], seeds[0] + CONDITION_SAMPLES)
+        kappas = torch.tensor([task.condition_number(seed) for seed in histogram_seeds], dtype=torch.float64)
+        counts, edges = torch.histogram(kappas.log10(), bins=20)
+        summary["condition_numbers"] = {
+            "problems": CONDITION_SAMPLES, "seeds": [histogram_seeds.start, histogram_seeds.stop],
+            "min": float(kappas.min()), "median": float(kappas.median()), "max": float(kappas.max()),
+            "log10_histogram": {"edges": edges.tolist(), "counts": [int(c) for c in counts]},
+            "of_the_analysed_problems": [task.condition_number(seed) for seed in seeds],
+        }
     figures(rule, visited, grads, found, lin, clip_initial, schedule, s_curve, h0, g_hi, g_median, out)
     layer_figure(rule, states, grads, labels, visited, out)
-    if baselines_found:
-        loss_figure(rule.name, losses, {k: c for k, (_, c) in baselines_found.items()}, out)
+    if baselines_found or kappas is not None:
+        loss_figure(rule.name, losses, {k: c for k, (_, c) in baselines_found.items()}, out, kappas)
     return summary
+
+
+CONDITION_SAMPLES = 1000  # problems whose condition numbers make the linreg histogram
 
 
 def _pyplot():
@@ -221,12 +235,18 @@ def layer_figure(rule, states, grads, labels, visited, out: Path) -> None:
     plt.close(fig)
 
 
-def loss_figure(name, losses, baselines: dict, out: Path) -> None:
-    """Fig. 1: loss curves, mean ± standard error over the problems."""
+def loss_figure(name, losses, baselines: dict, out: Path, kappas: "torch.Tensor | None" = None) -> None:
+    """Fig. 1: loss curves, mean ± standard error over the problems (and the condition numbers' histogram)."""
     plt = _pyplot()
     if plt is None:
         return
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    if kappas is None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    else:
+        fig, (ax, hist) = plt.subplots(1, 2, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+        hist.hist(kappas.log10().numpy(), bins=20, color="gray")
+        hist.set_xlabel("log10 condition number of AᵀA")
+        hist.set_ylabel("problems")
     for label, curves in {name: losses, **baselines}.items():
         curves = curves.double()
         m = curves.mean(0)
@@ -270,7 +290,7 @@ def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi,
 
     mean, comps, ratios = pca(visited)
     proj = (visited - mean) @ comps.T
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     axes[0].scatter(proj[:, 0], proj[:, 1], s=1, alpha=0.2)
     if len(found.points):
         fp = (found.points[0] - mean) @ comps.T
@@ -285,6 +305,20 @@ def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi,
         axes[1].plot(circle.cos(), circle.sin(), "k:", lw=0.8)
         axes[1].set_aspect("equal")
     axes[1].set_title("eigenvalues at the fixed point", fontsize=9)
+    if lin is not None:  # the paper's Fig. 3b: update functions at states displaced along the slowest mode
+        h_star = found.points[0].double()
+        values, vectors = torch.linalg.eig(lin.jacobian_h.double())
+        slow = vectors[:, values.abs().argmax()].real
+        slow = slow / slow.norm().clamp_min(1e-30)
+        reach = ((visited.double() - h_star) @ slow).quantile(torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64))
+        span = torch.linspace(-g_hi, g_hi, 201, dtype=torch.float64)
+        cmap = plt.get_cmap("coolwarm")
+        for k, a in enumerate(reach.tolist()):
+            axes[2].plot(span, analysis.update_function(rule, h_star + a * slow, span), color=cmap(k / 4), label=f"{a:+.2g}")
+        axes[2].legend(fontsize=7, title="along slow mode", title_fontsize=7)
+        axes[2].set_xlabel("gradient")
+        axes[2].set_ylabel("Δx")
+        axes[2].set_title(f"update functions along the slowest mode (|λ| = {float(values.abs().max()):.3f})", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "fig3_momentum.png", dpi=100)
     plt.close(fig)
@@ -362,11 +396,15 @@ def to_markdown(summary: dict) -> str:
         "",
         f"Note: {summary['note']}.",
         "",
+        *([f"**Condition numbers** of the Hessians AᵀA of {summary['condition_numbers']['problems']} of the task's problems: "
+           f"min {summary['condition_numbers']['min']:.3g}, median {summary['condition_numbers']['median']:.3g}, "
+           f"max {summary['condition_numbers']['max']:.3g} (histogram in fig1_losses.png).", ""]
+          if "condition_numbers" in summary else []),
         "**Mean training loss over the runs** (the paper's meta-objective): "
         + ", ".join(f"{k}: {v:.4g}" for k, v in summary["mean_training_loss"].items()) + ".",
         "",
         "![momentum](fig3_momentum.png) ![clipping](fig4_clipping.png) ![schedule](fig5_schedule.png) ![adaptation](fig6_adaptation.png) ![layers](fig7_layers.png)"
-        + (" ![losses](fig1_losses.png)" if len(summary["mean_training_loss"]) > 1 else ""),
+        + (" ![losses](fig1_losses.png)" if len(summary["mean_training_loss"]) > 1 or "condition_numbers" in summary else ""),
     ]
     return "\n".join(lines) + "\n"
 

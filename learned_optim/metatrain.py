@@ -54,6 +54,19 @@ CHECKPOINT_FORMAT = "learned_optim.checkpoint/1"
 KERNELS = ("auto", "cpp", "python")
 
 
+BIAS_INITS = ("uniform", "zero")
+
+
+def initial_theta(config: "MetaTrainConfig", device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The rule's weights before meta-training: nets.init_theta from the recipe's seed, biases per ``bias_init``."""
+    theta = nets.init_theta(config.net, torch.Generator().manual_seed(config.seed), device=device)
+    if config.bias_init == "zero":
+        for name, value in theta.items():
+            if name.endswith((".b", ".b_ih", ".b_hh")):
+                value.zero_()
+    return theta
+
+
 @dataclass(frozen=True)
 class MetaTrainConfig:
     """The whole meta-training recipe; the card records it, ``--resume`` checks it."""
@@ -75,6 +88,9 @@ class MetaTrainConfig:
     divergence_factor: float = 3.0  # an epoch validating above this × the best so far has diverged (0: off)
     divergence_lr_factor: float = 0.5  # after a divergence: restore the last good state, meta-lr × this
     max_lr_reductions: int = 5  # divergences tolerated before the run stops and keeps its best epoch
+    # "uniform" (torch.nn's init for every weight) or "zero": biases start at 0, so that with preprocess "none" the
+    # untrained rule maps g = 0 to a zero update and state instead of moving every coordinate by the same step
+    bias_init: str = "uniform"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems", "problems_per_step", "max_lr_reductions"):
@@ -96,6 +112,8 @@ class MetaTrainConfig:
             raise ValueError(f"Invalid divergence_factor: {self.divergence_factor!r} (0 to turn off, else > 1)")
         if not (isinstance(self.divergence_lr_factor, (int, float)) and 0 < self.divergence_lr_factor < 1):
             raise ValueError(f"Invalid divergence_lr_factor: {self.divergence_lr_factor!r} (must be in (0, 1))")
+        if self.bias_init not in BIAS_INITS:
+            raise ValueError(f"Invalid bias_init: {self.bias_init!r} (allowed: {', '.join(BIAS_INITS)})")
         if self.kernel not in KERNELS:
             raise ValueError(f"Invalid kernel: {self.kernel!r} (allowed: {', '.join(KERNELS)})")
 
@@ -423,7 +441,7 @@ def metatrain(
 
     theta = {
         k: v.requires_grad_(True)
-        for k, v in nets.init_theta(config.net, torch.Generator().manual_seed(config.seed), device=device).items()
+        for k, v in initial_theta(config, device).items()
     }
     meta_opt = torch.optim.Adam(list(theta.values()), lr=config.meta_lr)
     progress: dict[str, Any] = {"config": config.to_dict(), "epochs_done": 0, "history": [], "train_seconds": 0.0}
@@ -638,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after a divergence: restore the state before the epoch and multiply the meta-lr by this")
     group.add_argument("--max-lr-reductions", type=int, default=defaults.max_lr_reductions,
                        help="divergences tolerated before the run stops and keeps its best epoch")
+    group.add_argument("--bias-init", default=defaults.bias_init, choices=BIAS_INITS,
+                       help="uniform (torch.nn's init) or zero: the untrained rule then maps a zero gradient to a zero "
+                       "update (needed where gradients are small, e.g. mnist_cnn with --preprocess none)")
     group = parser.add_argument_group("network")
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)
@@ -710,6 +731,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         divergence_factor=args.divergence_factor,
         divergence_lr_factor=args.divergence_lr_factor,
         max_lr_reductions=args.max_lr_reductions,
+        bias_init=args.bias_init,
     )
 
 

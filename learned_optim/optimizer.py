@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Iterable, Optional
 
 import torch
@@ -95,7 +96,10 @@ class LearnedOptimizer(Optimizer):
             ``nets.lstm_cell_fast``. ``"fast"`` is the C++ kernel ``kernels.lstm_rule_step``
             (one coordinate at a time, gates in vector registers, state updated in place)
             for CPU parameters with float32 state and an LSTM rule of at most 32 hidden
-            units, and ``"torch"`` elsewhere; the kernel is compiled on first use (about
+            units; on CUDA the Triton kernel ``triton_step.lstm_rule_step`` (where triton
+            imports; its products in float32, or TF32 under
+            ``torch.set_float32_matmul_precision("high")``; ``LEARNED_OPTIM_TRITON=0`` turns it
+            off), and ``"torch"`` elsewhere; the C++ kernel is compiled on first use (about
             40 s, then cached) and where it cannot be built ``"torch"`` runs instead.
             ``"reference"`` goes one tensor at a time through the line-by-line
             ``nets.lstm_cell``. All three agree to about 1e-6 (tested; the kernel's tanh is a
@@ -176,6 +180,7 @@ class LearnedOptimizer(Optimizer):
         self._network = _compiled_network() if compile else _network
         self._theta_cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
         self._packed: list[torch.Tensor] | None = None
+        self._triton_packed: dict[torch.device, Any] = {}
         super().__init__(params, dict(lr=lr, maximize=maximize))
 
     # -- copies and pickles ---------------------------------------------------------
@@ -189,6 +194,7 @@ class LearnedOptimizer(Optimizer):
             "compile": self.compile,
             "_theta_cache": {},
             "_packed": None,
+            "_triton_packed": {},
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -375,6 +381,9 @@ class LearnedOptimizer(Optimizer):
             if self._use_kernel(device):
                 self._kernel_update(device_entries, lr, maximize)
                 continue
+            if self._use_triton(device):
+                self._triton_update(device_entries, lr, maximize)
+                continue
             pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], Any, int, int]] = []
             filled, chunk = 0, self.chunk_for(device)
             for p, grad, state, scale in device_entries:
@@ -401,6 +410,44 @@ class LearnedOptimizer(Optimizer):
         if self.implementation != "fast" or self.compile or device.type != "cpu" or self.state_dtype == torch.float64:
             return False
         return kernels.rule_step_supports(self.config) and kernels.cpp_available("rule_step")
+
+    def _use_triton(self, device: torch.device) -> bool:
+        if self.implementation != "fast" or self.compile or device.type != "cuda" or self.state_dtype == torch.float64:
+            return False
+        if os.environ.get("LEARNED_OPTIM_TRITON", "1") == "0":  # a switch for debugging and comparisons
+            return False
+        from . import triton_step
+
+        return triton_step.supports(self.config) and triton_step.available()
+
+    def _triton_update(self, entries, lr: float, maximize: bool) -> None:
+        """The Triton kernel (CUDA): tensor by tensor in slices of ``chunk_size``, state updated in place."""
+        from . import triton_step
+
+        names = self.config.state_names
+        device = entries[0][0].device
+        packed = self._triton_packed.get(device)
+        if packed is None:
+            packed = self._triton_packed[device] = triton_step.pack(self.rule.theta, self.config, device)
+        chunk, precision = self.chunk_for(device), triton_step.torch_precision()
+        for p, grad, state, scale in entries:
+            for name in names:
+                if not state[name].is_contiguous():
+                    state[name] = state[name].contiguous()
+            flat_grad, target = grad.reshape(-1), p.view(-1)
+            sign = -1.0 if maximize else 1.0
+            if isinstance(scale, float):
+                sign, scale = sign * scale, None
+            fused = target.dtype == torch.float32  # the kernel adds lr * update to the parameter itself
+            for start in range(0, p.numel(), chunk):
+                end = min(start + chunk, p.numel())
+                g = flat_grad[start:end].to(torch.float32).contiguous()
+                states = [state[n][start:end] for n in names]
+                update = triton_step.lstm_rule_step(g, states, packed, self.config, sign, scale=scale, lr=lr,
+                                                    param=target[start:end] if fused else None,
+                                                    input_precision=precision)
+                if not fused:
+                    _add_update(target[start:end], update, lr)
 
     def _kernel_update(self, entries, lr: float, maximize: bool) -> None:
         """The C++ kernel, tensor by tensor in slices of ``chunk_size`` (its only extra memory)."""

@@ -122,13 +122,38 @@ def test_analyze_cli_writes_figures_and_a_summary(tmp_path):
     assert info.value.code == 2
 
 
-def test_the_log_sign_caveat_is_only_given_for_rules_that_use_it(tmp_path):
+def raw_gru_report(tmp_path, task: str) -> dict:
+    """analyze's summary of a small random raw-gradient GRU rule on ``task`` (report in tmp_path / "r")."""
     from learned_optim import analyze
 
     raw = random_weights(NetConfig(cell="gru", num_layers=1, hidden_size=4, preprocess="none"), seed=0)
     path = tmp_path / "raw.safetensors"
     save_weights(path, raw.theta, raw.config, {"name": "raw"})
-    assert analyze.main([str(path), "--task", "rosenbrock", "--out", str(tmp_path / "r"), "--problems", "2", "--steps", "5",
+    assert analyze.main([str(path), "--task", task, "--out", str(tmp_path / "r"), "--problems", "2", "--steps", "5",
                          "--fp-iterations", "20"]) == 0
-    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    return json.loads((tmp_path / "r" / "summary.json").read_text())
+
+
+def test_the_log_sign_caveat_is_only_given_for_rules_that_use_it(tmp_path):
+    summary = raw_gru_report(tmp_path, "rosenbrock")
     assert summary["note"].startswith("effective learning rate") and "log-sign" not in summary["note"]
+
+
+def test_a_linreg_report_gives_its_problems_condition_numbers(tmp_path):
+    """The paper's Fig. 1a: the report on linreg holds the histogram of the task's condition numbers."""
+    from learned_optim import analyze
+    from learned_optim.tasks import make_task
+
+    summary = raw_gru_report(tmp_path, "linreg")
+    kappas = summary["condition_numbers"]
+    task = make_task("linreg")
+    first, stop = kappas["seeds"]
+    assert first == summary["problems"][0] and stop - first == kappas["problems"] == analyze.CONDITION_SAMPLES
+    expected = sorted(task.condition_number(seed) for seed in range(first, stop))
+    assert sum(kappas["log10_histogram"]["counts"]) == kappas["problems"]
+    assert kappas["min"] == pytest.approx(expected[0]) and kappas["max"] == pytest.approx(expected[-1])
+    assert 1 <= kappas["min"] <= kappas["median"] <= kappas["max"] <= task.config.max_condition * 1.01
+    assert kappas["max"] / kappas["min"] > 100  # log-uniform up to 1e3: a thousand draws span the range
+    assert kappas["of_the_analysed_problems"] == pytest.approx([task.condition_number(s) for s in summary["problems"]])
+    assert (tmp_path / "r" / "fig1_losses.png").stat().st_size > 1000
+    assert "Condition numbers" in (tmp_path / "r" / "summary.md").read_text()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import mnist_root, needs_mnist
-from learned_optim import NetConfig, save_weights
+from learned_optim import LearnedOptimizer, NetConfig, save_weights
 from learned_optim.baselines import LR_GRID, baseline, compare, train, tune_lr
 from learned_optim.nets import init_theta
 from learned_optim.tasks import EVAL_SEEDS, make_task
@@ -127,6 +127,21 @@ def test_step_cost_quick_writes_its_result_files(tmp_path):
     assert row["optimizers"]["Adam (foreach)"]["state_bytes_per_parameter"] == 8
     assert 0 < learned["fraction_of_matmul_throughput"] and learned["step_s"] > 0
     assert data["rule_flops_per_coordinate"] > 10_000
+    # the roofline bound: the larger of the compute time at matmul speed and the traffic at copy bandwidth
+    n, bytes_each = row["parameters"], step_cost.bytes_per_coordinate(320)
+    assert bytes_each == 2 * 320 + 12 and data["copy_bytes_per_s"] > 0
+    expected = max(data["rule_flops_per_coordinate"] * n / data["matmul_flops_per_s"], bytes_each * n / data["copy_bytes_per_s"])
+    assert learned["roofline_s"] == pytest.approx(expected) and learned["step_over_roofline"] == pytest.approx(learned["step_s"] / expected)
+    assert "step / roofline" in (tmp_path / "step_cost.md").read_text()
+
+
+def test_step_cost_passes_its_chunk_size_to_the_learned_optimizers():
+    from benchmarks import step_cost
+
+    made = [make([torch.nn.Parameter(torch.zeros(3))]) for make in step_cost.optimizers("cpu", chunk_size=7).values()]
+    learned = [opt for opt in made if isinstance(opt, LearnedOptimizer)]
+    assert len(learned) == 2 and all(opt.chunk_size == 7 for opt in learned)
+    assert {opt.implementation for opt in learned} == {"fast", "torch"}
 
 
 @needs_mnist

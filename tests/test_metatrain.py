@@ -203,3 +203,36 @@ def test_cli_family_recipe_parses_to_a_mixture(tmp_path):
     assert config.task == "mixture" and config.task_options == {"family": "mlp-family"}
     task = make_task(config.task, **config.task_options)
     assert len(task.tasks) == 8 and task.describe()["family"] == "mlp-family"
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_zero_bias_init_maps_a_zero_gradient_to_a_zero_update(cell):
+    """bias_init="zero": the untrained rule is still at rest under g = 0; "uniform" drifts, as torch.nn's init does."""
+    net = nets.NetConfig(cell=cell, num_layers=2, hidden_size=8, preprocess="none")
+    zero = mt.initial_theta(mt.MetaTrainConfig(net=net, bias_init="zero"))
+    uniform = mt.initial_theta(mt.MetaTrainConfig(net=net))
+    assert uniform.keys() == zero.keys()
+    for name in zero:  # the same weights, biases zeroed
+        if name.endswith((".b", ".b_ih", ".b_hh")):
+            assert not zero[name].any() and uniform[name].abs().min() > 0
+        else:
+            assert torch.equal(zero[name], uniform[name])
+    g = torch.zeros(5, 1)
+    drift = {}
+    for key, theta in (("zero", zero), ("uniform", uniform)):
+        state = nets.init_state(net, 5)
+        for _ in range(3):
+            update, state = nets.step(theta, g, state, net)
+        drift[key] = update.abs().max().item()
+        if key == "zero":
+            assert all(not s.any() for s in state)
+    assert drift["zero"] == 0.0 and drift["uniform"] > 1e-4
+
+
+def test_bias_init_is_a_checked_recipe_option(tmp_path):
+    args = mt.build_parser().parse_args(["--task", "quadratic", "--bias-init", "zero", "--out", str(tmp_path / "z.safetensors")])
+    config = mt.config_from_args(args)
+    assert config.bias_init == "zero" and config.to_dict()["bias_init"] == "zero"
+    assert mt.MetaTrainConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "bias_init"}).bias_init == "uniform"
+    with pytest.raises(ValueError, match="bias_init"):
+        mt.MetaTrainConfig(bias_init="normal")

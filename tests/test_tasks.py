@@ -202,12 +202,14 @@ def test_mixture_refuses_bad_members(kwargs, message):
         make_task("mixture", **kwargs)
 
 
-def test_mlp_family_shares_no_model_with_the_deep_wide_grid():
-    """A rule meta-trained on the family is evaluated on deep_wide's cells: none of them may be a member."""
+@pytest.mark.parametrize("family", ["mlp-family", "mlp-family-plus"])
+def test_mlp_families_share_no_model_with_the_deep_wide_grid(family):
+    """A rule meta-trained on a family is evaluated on deep_wide's cells: none of them may be a member."""
     from benchmarks.deep_wide import CELLS
     from learned_optim.tasks import FAMILIES
 
-    members = FAMILIES["mlp-family"]
+    members = FAMILIES[family]
+    assert len(set(map(repr, members))) == len(members)  # no member twice
     assert len(members) >= 5 and all(name == "mnist_mlp" for name, _ in members)
     grid = {((units,) * layers, activation) for layers, units, activation in CELLS}
     shapes = {(tuple(opts["hidden"]), opts["activation"]) for _, opts in members}

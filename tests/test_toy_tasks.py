@@ -26,6 +26,7 @@ def test_linreg_condition_numbers_are_spread_and_exact():
     a, b, kappa = task.data(7)
     eig = torch.linalg.eigvalsh((a.T @ a).double())  # the Hessian
     assert float(eig[-1] / eig[0]) == pytest.approx(kappa, rel=1e-3)
+    assert task.condition_number(7) == kappa  # read off without building the problem
     problem = task.sample(7)
     with torch.no_grad():
         assert numel(problem) == 20 and float(problem.loss(0)) == pytest.approx(0.5 * float((b**2).sum()))

@@ -82,7 +82,7 @@ class LinRegTask(Task):
         """(A, b, cond(AᵀA)) of a seed's problem."""
         c = self.config
         gen = torch.Generator().manual_seed(seed)
-        kappa = math.exp(torch.rand((), generator=gen).item() * math.log(c.max_condition))
+        kappa = self._kappa(gen)
         u, _ = torch.linalg.qr(torch.randn(c.rows, c.dim, generator=gen, dtype=torch.float64))
         v, _ = torch.linalg.qr(torch.randn(c.dim, c.dim, generator=gen, dtype=torch.float64))
         # singular values log-uniform in [kappa^-1/2, 1], the ends included: cond(AᵀA) = kappa exactly
@@ -93,9 +93,13 @@ class LinRegTask(Task):
         b = torch.randn(c.rows, generator=gen, dtype=torch.float64)
         return a.float(), b.float(), kappa
 
+    def _kappa(self, gen: torch.Generator) -> float:
+        """The first draw of a problem's generator: its condition number, log-uniform in [1, max_condition]."""
+        return math.exp(torch.rand((), generator=gen).item() * math.log(self.config.max_condition))
+
     def condition_number(self, seed: int) -> float:
-        """cond(AᵀA), the Hessian's condition number, of a seed's problem."""
-        return self.data(seed)[2]
+        """cond(AᵀA), the Hessian's condition number, of a seed's problem (without building the problem)."""
+        return self._kappa(torch.Generator().manual_seed(seed))
 
     def sample(self, seed: int, device: torch.device | str = "cpu") -> Problem:
         a, b, _ = self.data(seed)
