@@ -83,6 +83,19 @@ def fmt(mean: float, se: float, digits: int = 3) -> str:
     return f"{mean:.{digits}g} ± {se:.2g}"
 
 
+def grid_summary(final_losses: dict[str, tuple[float, float, float]]) -> dict[str, Any]:
+    """cell -> (learned, tuned Adam, Adam at 1e-3) mean final losses: how a rule fares on a grid (issue 5's terms:
+    "at most tuned Adam's" counts ties as wins; "beats Adam at 1e-3" is strictly below; a non-finite loss is ratio inf)."""
+    ratios = {cell: mine / tuned if math.isfinite(mine) else float("inf") for cell, (mine, tuned, _) in final_losses.items()}
+    return {
+        "cells": len(ratios),
+        "beats_tuned_adam": sum(mine <= tuned for mine, tuned, _ in final_losses.values()),
+        "beats_default_adam": sum(mine < default for mine, _, default in final_losses.values()),
+        "worst_ratio": max(ratios.values(), default=float("nan")),
+        "final_loss_ratio_to_tuned_adam": ratios,
+    }
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=float) + "\n")

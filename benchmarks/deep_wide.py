@@ -30,7 +30,7 @@ from learned_optim import LearnedOptimizer, load_weights
 from learned_optim.baselines import BASELINES, LR_GRID, baseline, train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, TUNING_SEEDS, DataNotFoundError, make_task
 
-from .common import DEFAULT_OUT, draw_curves, fmt, markdown_table, mean_se, progress, provenance, pyplot, write_json
+from .common import DEFAULT_OUT, draw_curves, fmt, grid_summary, markdown_table, mean_se, progress, provenance, pyplot, write_json
 
 # (hidden layers, units per layer, activation): the report's grid
 CELLS: tuple[tuple[int, int, str], ...] = (
@@ -183,25 +183,17 @@ def tuned_adam_key(results: dict) -> str:
 
 
 def summarize(data: dict, rules: list[str]) -> dict:
-    """Per learned rule and horizon: cells where its mean final loss is below tuned Adam's, and the ratios."""
+    """Per learned rule and horizon: cells where its mean final loss is at most tuned Adam's, and the ratios."""
     summary = {}
     for rule in rules:
         key = f"LearnedOptimizer ({rule})"
         for h in data["settings"]["horizons"]:
-            ratios, wins, default_wins = {}, 0, 0
+            finals = {}
             for cell, block in data["cells"].items():
                 results = block["results"][str(h)]
-                adam = results[tuned_adam_key(results)]
-                mine, default = results[key]["final_loss"]["mean"], results["Adam (lr=1e-3, default)"]["final_loss"]["mean"]
-                ratios[cell] = mine / adam["final_loss"]["mean"]
-                wins += mine < adam["final_loss"]["mean"]
-                default_wins += mine < default
-            summary[f"{rule}@{h}"] = {
-                "cells": len(ratios),
-                "beats_tuned_adam": wins,
-                "beats_default_adam": default_wins,
-                "final_loss_ratio_to_tuned_adam": ratios,
-            }
+                finals[cell] = tuple(results[name]["final_loss"]["mean"]
+                                     for name in (key, tuned_adam_key(results), "Adam (lr=1e-3, default)"))
+            summary[f"{rule}@{h}"] = grid_summary(finals)
     return summary
 
 

@@ -29,7 +29,7 @@ from learned_optim.baselines import train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
 from . import deep_wide
-from .common import DEFAULT_OUT, fmt, markdown_table, mean_se, progress, provenance, pyplot, write_json
+from .common import DEFAULT_OUT, fmt, grid_summary, markdown_table, mean_se, progress, provenance, pyplot, write_json
 
 # name: (what it is, LearnedOptimizer keyword arguments)
 LEVERS: dict[str, tuple[str, dict]] = {
@@ -94,19 +94,14 @@ def cached_lever(cell, lever: str, args, horizons) -> dict:
 
 
 def summarize(data: dict) -> dict:
-    summary = {}
-    for lever in data["levers"]:
-        for h in data["settings"]["horizons"]:
-            ratios, wins, default_wins = {}, 0, 0
-            for cell, block in data["cells"].items():
-                mine = block[lever][str(h)]["final_loss"]["mean"]
-                tuned, default = block["tuned Adam"][str(h)]["final_loss"]["mean"], block["Adam 1e-3"][str(h)]["final_loss"]["mean"]
-                ratios[cell] = mine / tuned if math.isfinite(mine) else float("inf")
-                wins += mine <= tuned
-                default_wins += mine < default
-            summary[f"{lever}@{h}"] = {"cells": len(ratios), "beats_tuned_adam": wins, "beats_default_adam": default_wins,
-                                       "worst_ratio": max(ratios.values()), "final_loss_ratio_to_tuned_adam": ratios}
-    return summary
+    return {
+        f"{lever}@{h}": grid_summary({
+            cell: (block[lever][str(h)]["final_loss"]["mean"], block["tuned Adam"][str(h)]["final_loss"]["mean"],
+                   block["Adam 1e-3"][str(h)]["final_loss"]["mean"])
+            for cell, block in data["cells"].items()
+        })
+        for lever in data["levers"] for h in data["settings"]["horizons"]
+    }
 
 
 def to_markdown(data: dict, stem: str = "levers") -> str:

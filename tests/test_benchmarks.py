@@ -290,3 +290,12 @@ def test_deep_wide_keeps_a_cells_tuning_apart_so_a_crash_does_not_lose_it(tmp_pa
     assert deep_wide.main(argv + ["--data-root", str(mnist_root())]) == 0
     fresh = json.loads(tuning_file.read_text())
     assert fresh["settings"]["data_root"] == str(mnist_root()) and fresh["tuned_lr"] == cell["tuned_lr"]
+
+
+def test_grid_summary_counts_issue_5s_terms():
+    """At most tuned Adam's counts a tie; below Adam at 1e-3 is strict; a diverged run is the worst ratio."""
+    from benchmarks.common import grid_summary
+
+    s = grid_summary({"a": (1.0, 1.0, 1.0), "b": (0.5, 1.0, 2.0), "c": (float("nan"), 1.0, 1.0)})
+    assert s["cells"] == 3 and s["beats_tuned_adam"] == 2 and s["beats_default_adam"] == 1
+    assert s["final_loss_ratio_to_tuned_adam"]["b"] == 0.5 and s["worst_ratio"] == float("inf")
