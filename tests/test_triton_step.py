@@ -66,6 +66,13 @@ def run(grad, state, packed, config, device, sign=1.0, **kwargs):
     return update.cpu(), [s.cpu() for s in state]
 
 
+def assert_matches(update, new_state, ref_update, ref_state, tol=TOL):
+    """The kernel's update and new state against the reference's."""
+    torch.testing.assert_close(update, ref_update, **tol)
+    for a, b in zip(new_state, ref_state):
+        torch.testing.assert_close(a, b, **tol)
+
+
 def check_steps(theta, config, n, device, steps=2, seed=0, **kwargs):
     gen = torch.Generator().manual_seed(seed)
     packed = triton_step.pack(theta, config, device)
@@ -74,9 +81,7 @@ def check_steps(theta, config, n, device, steps=2, seed=0, **kwargs):
         grad = gradients(n, gen)
         ref_update, ref_state = reference(theta, grad, state, config)
         update, new_state = run(grad, state, packed, config, device, **kwargs)
-        torch.testing.assert_close(update, ref_update, **TOL)
-        for a, b in zip(new_state, ref_state):
-            torch.testing.assert_close(a, b, **TOL)
+        assert_matches(update, new_state, ref_update, ref_state)
         state = list(ref_state)
 
 
@@ -175,9 +180,7 @@ def test_property_matches_the_reference(hidden, layers, pre, p, scale, n, seed, 
     grad = gradients(n, gen)
     ref_update, ref_state = reference(theta, grad, state, config)
     update, new_state = run(grad, state, packed, config, device)
-    torch.testing.assert_close(update, ref_update, **TOL)
-    for a, b in zip(new_state, ref_state):
-        torch.testing.assert_close(a, b, **TOL)
+    assert_matches(update, new_state, ref_update, ref_state)
 
 
 @pytest.mark.parametrize("sign", [-1.0, 3.7e-4, -250.0])
@@ -189,9 +192,7 @@ def test_sign_and_scale_multiply_the_gradient(sign, device):
     state, grad = random_state(config, 77, gen), gradients(77, gen)
     ref_update, ref_state = reference(theta, grad, state, config, sign=sign)
     update, new_state = run(grad, state, packed, config, device, sign=sign)
-    torch.testing.assert_close(update, ref_update, **TOL)
-    for a, b in zip(new_state, ref_state):
-        torch.testing.assert_close(a, b, **TOL)
+    assert_matches(update, new_state, ref_update, ref_state)
 
 
 def test_nonfinite_coordinates_get_no_update_and_keep_their_state(device):
@@ -276,9 +277,7 @@ def test_tf32_products_are_close(device):
     # tf32: 10-bit mantissas in the products; tf32x3: split in three tf32 products, about float32's accuracy
     for precision, tol in (("tf32", dict(rtol=2e-2, atol=2e-2)), ("tf32x3", dict(rtol=1e-4, atol=2e-5))):
         update, new_state = run(grad, state, packed, config, device, input_precision=precision)
-        torch.testing.assert_close(update, ref_update, **tol)
-        for a, b in zip(new_state, ref_state):
-            torch.testing.assert_close(a, b, **tol)
+        assert_matches(update, new_state, ref_update, ref_state, tol)
 
 
 def test_empty_gradient(device):
