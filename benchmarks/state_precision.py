@@ -3,6 +3,12 @@
     python -m benchmarks.state_precision --data-root ../shared/data      # base tasks and every deep_wide cell
     python -m benchmarks.state_precision --quick --data-root ../shared/data
     python -m benchmarks.state_precision --cells 1x20,2x100 --data-root DATA
+    python -m benchmarks.state_precision --cells 1x1000 --no-base-tasks --resume --data-root DATA --out OUT
+
+Each task's result is kept in OUT/state_precision_tasks/ as soon as it finishes; with
+--resume, a kept task of the same settings (rule file hash, seeds, steps, device, data)
+is reused, so a long run that stops loses only the task it was in, and runs of
+different cells into the same OUT can be assembled by one last --resume run.
 
 For each task, the shipped rule for it runs on the same evaluation seeds with its
 state kept in float32, bfloat16 and float16 (the network computes in float32 either
@@ -18,6 +24,8 @@ whether an excess over 2% is more than two such standard errors. Tasks: the 10-d
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,7 +37,7 @@ from learned_optim.baselines import train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
 from . import deep_wide
-from .common import DEFAULT_OUT, fmt, markdown_table, mean_se, progress, provenance, write_json
+from .common import DEFAULT_OUT, fmt, git_commit, markdown_table, mean_se, progress, provenance, write_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TARGET = 1.02  # a half state may cost at most 2% in mean final loss
@@ -63,6 +71,23 @@ def run_task(label: str, task, weights, seeds, horizons, device) -> dict:
     return out
 
 
+def cached_task(label: str, task, weights, seeds, horizons, args, reuse: bool) -> dict:
+    """run_task, kept in OUT/state_precision_tasks/ with its settings, commit and compute time; reused when equal."""
+    same = {"rule_sha256": weights.sha256, "seeds": list(seeds), "horizons": list(horizons), "device": args.device,
+            "data_root": args.data_root}
+    saved = Path(args.out) / "state_precision_tasks" / (re.sub(r"[^A-Za-z0-9.-]+", "_", label).strip("_") + ".json")
+    if reuse and saved.exists():
+        stored = json.loads(saved.read_text())
+        if stored["settings"] == same:
+            return stored
+    started = time.perf_counter()
+    result = run_task(label, task, weights, seeds, horizons, args.device)
+    stored = {"settings": same, "result": result, "git_commit": git_commit(),
+              "compute_time_s": round(time.perf_counter() - started, 1)}
+    write_json(saved, stored)
+    return stored
+
+
 def verdict(ratio: float, se: float) -> str:
     """Against the 2% target: within it, or over it by more (significant) or less than two paired s.e."""
     if ratio <= TARGET:
@@ -88,10 +113,16 @@ def to_markdown(data: dict) -> str:
                 rows.append([task if name == "float32" else "", h if name == "float32" else "", name,
                              fmt(**r["final_loss"]), fmt(**r["sum_of_losses"]),
                              "" if name == "float32" else f"{ratio:.4f} ± {se:.4f}", said])
+    compute = data.get("compute", {})
+    computed = ""
+    if compute:  # tasks reused from OUT/state_precision_tasks/: say where and when each was computed
+        commits = sorted({c["git_commit"] for c in compute.values()})
+        computed = (f" The tasks took {sum(c['compute_time_s'] for c in compute.values()):.0f} s of compute when run "
+                    f"(commit{'s' if len(commits) > 1 else ''} " + ", ".join(f"`{c}`" for c in commits) + ").")
     lines = [
         "# Half-precision optimizer state: the quality cost",
         "",
-        f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.",
+        f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.{computed}",
         "",
         f"Mean ± s.e. over {s['eval_seeds']} evaluation seeds (the same seeds for every dtype). The network computes in "
         "float32; only the stored state is rounded. Ratio = mean final loss / float32's (target ≤ 1.02), ± its paired "
@@ -113,13 +144,18 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", default=",".join(deep_wide.cell_name(c) for c in deep_wide.CELLS),
                         help="deep_wide cells ('' for none)")
     parser.add_argument("--horizons", default="100,200", help="deep_wide cells' step counts")
-    parser.add_argument("--eval-seeds", type=int, default=20)
+    parser.add_argument("--eval-seeds", type=int, default=None, help="20 (2 with --quick)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--no-base-tasks", action="store_true", help="only the deep_wide cells")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the tasks finished by an earlier run with the same settings (OUT/state_precision_tasks/)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.cells, args.horizons, args.eval_seeds = "1x20", "5,10", 2
+        args.cells, args.horizons = "1x20", "5,10"
+    if args.eval_seeds is None:
+        args.eval_seeds = 2 if args.quick else 20
     try:
         cells = deep_wide.parse_cells(args.cells) if args.cells else []
         horizons = sorted(int(h) for h in args.horizons.split(","))
@@ -128,20 +164,23 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     seeds = list(EVAL_SEEDS[: args.eval_seeds])
     base_steps = [10] if args.quick else [100]
-    tasks = {}
+    stored = {}
     try:
-        for task_name, rule in (("quadratic", "l2l-quadratic"), ("mnist_mlp", "l2l-mnist")):
+        for task_name, rule in () if args.no_base_tasks else (("quadratic", "l2l-quadratic"), ("mnist_mlp", "l2l-mnist")):
             task = make_task(task_name, data_root=args.data_root)
-            tasks[f"{task_name} ({rule})"] = run_task(task_name, task, load_weights(rule), seeds, base_steps, args.device)
+            label = f"{task_name} ({rule})"
+            stored[label] = cached_task(label, task, load_weights(rule), seeds, base_steps, args, args.resume)
         default = load_weights("default")
         for cell in cells:
             layers, units, activation = cell
             task = make_task("mnist_mlp", data_root=args.data_root, hidden=(units,) * layers, activation=activation)
             label = f"deep_wide {deep_wide.cell_name(cell)} (default)"
-            tasks[label] = run_task(label, task, default, seeds, horizons, args.device)
+            stored[label] = cached_task(label, task, default, seeds, horizons, args, args.resume)
     except DataNotFoundError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    data = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "tasks": tasks,
+    data = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "resume")},
+            "tasks": {label: s["result"] for label, s in stored.items()},
+            "compute": {label: {"git_commit": s["git_commit"], "compute_time_s": s["compute_time_s"]} for label, s in stored.items()},
             "provenance": provenance("benchmarks.state_precision", argv, args.device, started)}
     out = Path(args.out)
     write_json(out / "state_precision.json", data)

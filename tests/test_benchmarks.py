@@ -214,6 +214,22 @@ def test_state_precision_quick_compares_each_state_dtype_on_the_same_seeds(tmp_p
         assert block[name]["ratio_se"] > 0
     assert "| deep_wide 1x20 (default) | 5 | float32 |" in (tmp_path / "state_precision.md").read_text()
 
+    # each task was kept as it finished; --resume reuses a kept task of the same settings instead of running it
+    kept = tmp_path / "state_precision_tasks" / "deep_wide_1x20_default.json"
+    stored = json.loads(kept.read_text())
+    assert stored["result"] == data["tasks"]["deep_wide 1x20 (default)"] and stored["compute_time_s"] > 0
+    stored["result"]["10"]["float32"]["final_loss"]["mean"] = 123.0  # a marker only a reuse can return
+    kept.write_text(json.dumps(stored))
+    assert state_precision.main(["--quick", "--no-base-tasks", "--resume", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "state_precision.json").read_text())
+    assert set(again["tasks"]) == {"deep_wide 1x20 (default)"}
+    assert again["tasks"]["deep_wide 1x20 (default)"]["10"]["float32"]["final_loss"]["mean"] == 123.0
+    assert again["compute"]["deep_wide 1x20 (default)"]["compute_time_s"] == stored["compute_time_s"]
+    # other settings (here one evaluation seed) run the task again
+    assert state_precision.main(["--quick", "--no-base-tasks", "--resume", "--eval-seeds", "1", "--out", str(tmp_path)]) == 0
+    rerun = json.loads((tmp_path / "state_precision.json").read_text())["tasks"]["deep_wide 1x20 (default)"]["10"]
+    assert len(rerun["float32"]["final_loss_per_seed"]) == 1 and rerun["float32"]["final_loss"]["mean"] != 123.0
+
 
 def test_state_precision_verdict_separates_noise_from_a_real_excess():
     from benchmarks.state_precision import verdict
