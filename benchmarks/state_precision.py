@@ -71,8 +71,9 @@ def run_task(label: str, task, weights, seeds, horizons, device) -> dict:
     return out
 
 
-def cached_task(label: str, task, weights, seeds, horizons, args, reuse: bool) -> dict:
-    """run_task, kept in OUT/state_precision_tasks/ with its settings, commit and compute time; reused when equal."""
+def cached_task(label: str, task, weights, seeds, horizons, args, reuse: bool, commit: str) -> dict:
+    """run_task, kept in OUT/state_precision_tasks/ with its settings, compute time and ``commit`` (the code's
+    at the start of the run: a long run outlives edits to the working tree); reused when the settings are equal."""
     same = {"rule_sha256": weights.sha256, "seeds": list(seeds), "horizons": list(horizons), "device": args.device,
             "data_root": args.data_root}
     saved = Path(args.out) / "state_precision_tasks" / (re.sub(r"[^A-Za-z0-9.-]+", "_", label).strip("_") + ".json")
@@ -82,7 +83,7 @@ def cached_task(label: str, task, weights, seeds, horizons, args, reuse: bool) -
             return stored
     started = time.perf_counter()
     result = run_task(label, task, weights, seeds, horizons, args.device)
-    stored = {"settings": same, "result": result, "git_commit": git_commit(),
+    stored = {"settings": same, "result": result, "git_commit": commit,
               "compute_time_s": round(time.perf_counter() - started, 1)}
     write_json(saved, stored)
     return stored
@@ -164,18 +165,18 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     seeds = list(EVAL_SEEDS[: args.eval_seeds])
     base_steps = [10] if args.quick else [100]
-    stored = {}
+    stored, commit = {}, git_commit()
     try:
         for task_name, rule in () if args.no_base_tasks else (("quadratic", "l2l-quadratic"), ("mnist_mlp", "l2l-mnist")):
             task = make_task(task_name, data_root=args.data_root)
             label = f"{task_name} ({rule})"
-            stored[label] = cached_task(label, task, load_weights(rule), seeds, base_steps, args, args.resume)
+            stored[label] = cached_task(label, task, load_weights(rule), seeds, base_steps, args, args.resume, commit)
         default = load_weights("default")
         for cell in cells:
             layers, units, activation = cell
             task = make_task("mnist_mlp", data_root=args.data_root, hidden=(units,) * layers, activation=activation)
             label = f"deep_wide {deep_wide.cell_name(cell)} (default)"
-            stored[label] = cached_task(label, task, default, seeds, horizons, args, args.resume)
+            stored[label] = cached_task(label, task, default, seeds, horizons, args, args.resume, commit)
     except DataNotFoundError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     data = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "resume")},

@@ -6,8 +6,10 @@
   faster for a forward+backward step of the 2×20 LSTM on 16k coordinates.
 - ``lstm_rule_step`` (csrc/rule_step.cpp), for LearnedOptimizer: the whole step of an
   LSTM rule (features, every layer, readout) one coordinate at a time with its gates
-  in vector registers, the state updated in place. No autograd; no memory beyond the
-  update vector. See ``benchmarks/step_cost.py`` for what it buys.
+  in vector registers, the state updated in place, and (``param=``) the parameter too.
+  No autograd; no memory beyond the update vector, none at all when it writes the
+  parameter. ``tensor_scale``: grad_norm="tensor"'s RMS in two passes without temporaries.
+  See ``benchmarks/step_cost.py`` for what they buy.
 
 They are built with torch.utils.cpp_extension, which needs a C++ compiler and ninja
 (``pip install ninja``); builds are cached. Where one cannot be built, callers fall
@@ -17,6 +19,7 @@ back to the PyTorch implementation (with one warning per failed build).
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import threading
 import time
@@ -205,16 +208,48 @@ def _padded_readout(theta, config) -> torch.Tensor:
     return readout
 
 
-def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0) -> torch.Tensor:
+def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0, param: torch.Tensor | None = None,
+                   lr: float = 0.0) -> torch.Tensor | None:
     """The rule's update for a flat CPU float32 gradient; ``states`` (N, H each) are updated in place.
 
-    Coordinates with a non-finite gradient get update 0 and keep their state.
+    Coordinates with a non-finite gradient get update 0 and keep their state. With ``param`` (a flat,
+    contiguous float32 tensor of N values) nothing is returned: the kernel adds ``lr`` times the update
+    to it in place, as ``param.add_(update, alpha=lr)`` would, without the update buffer or a second pass.
     Requires ``cpp_available("rule_step")`` and ``rule_step_supports(config)``.
     """
-    update = torch.empty_like(grad)
+    into_param = param is not None
+    if into_param:
+        if param.dtype != torch.float32 or not param.is_contiguous() or param.numel() != grad.numel():
+            raise ValueError("param: a contiguous float32 tensor with one value per gradient entry")
+        out = param
+    else:
+        out = torch.empty_like(grad)
     _modules["rule_step"].lstm_rule_step(
         grad, float(sign), list(states), packed, config.preprocess, float(config.p),
         _padded_readout(theta, config),
-        float(theta["readout.b"].reshape(())), float(config.output_scale), update,
+        float(theta["readout.b"].reshape(())), float(config.output_scale), out, into_param, float(lr),
     )
-    return update
+    return None if into_param else out
+
+
+def tensor_scale(grad: torch.Tensor, target: float, reduce_max=None, reduce_sum=None) -> float:
+    """``features.tensor_scale`` for a contiguous CPU float32 gradient in two passes of C++, no temporaries.
+
+    The same formula (target / (amax · RMS(g / amax)) over the finite entries, 1 where there is nothing
+    to normalize), the sum of squares accumulated in double. ``reduce_max``/``reduce_sum`` as there.
+    Requires ``cpp_available("rule_step")``.
+    """
+    module = _modules["rule_step"]
+    amax, count = module.finite_amax_count(grad)
+    if reduce_max is not None:  # a shard of a larger tensor: the whole tensor's max and count
+        amax_t, count_t = torch.tensor(amax, dtype=torch.float32), torch.tensor(count, dtype=torch.int64)
+        reduce_max(amax_t)
+        reduce_sum(count_t)
+        amax, count = float(amax_t), int(count_t)
+    total = module.finite_scaled_square_sum(grad, amax if amax > 0 else 1.0)
+    if reduce_sum is not None:
+        total_t = torch.tensor(total, dtype=torch.float64)
+        reduce_sum(total_t)
+        total = float(total_t)
+    rms = amax * math.sqrt(total / max(count, 1))
+    return target / rms if rms > 0 else 1.0

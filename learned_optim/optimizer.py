@@ -94,7 +94,8 @@ class LearnedOptimizer(Optimizer):
         implementation: ``"fast"``, ``"torch"`` or ``"reference"`` (default: ``"fast"``).
             ``"torch"`` batches all coordinates of a group in chunks through
             ``nets.lstm_cell_fast``. ``"fast"`` is the C++ kernel ``kernels.lstm_rule_step``
-            (one coordinate at a time, gates in vector registers, state updated in place)
+            (one coordinate at a time, gates in vector registers, state updated in place,
+            float32 parameters updated in the same pass, the grad-norm RMS in C++ too)
             for CPU parameters with float32 state and an LSTM rule of at most 32 hidden
             units; on CUDA the Triton kernel ``triton_step.lstm_rule_step`` (where triton
             imports; its products in float32, or TF32 under
@@ -268,6 +269,15 @@ class LearnedOptimizer(Optimizer):
         if self.config.grad_norm == "none":
             return None
         reduce_max, reduce_sum = _shard_reductions(whole)
+        if (grad.device.type == "cpu" and grad.dtype == torch.float32 and grad.is_contiguous()
+                and self._use_kernel(grad.device)):
+            # two passes of C++ over the gradient, no temporaries
+            return kernels.tensor_scale(grad.reshape(-1), self.config.grad_norm_target, reduce_max, reduce_sum)
+        if grad.device.type == "cuda" and grad.dtype == torch.float32 and grad.is_contiguous() and self._use_triton(grad.device):
+            from . import triton_step
+
+            # one Triton pass, squares summed in float64: no rescaling pass, no temporaries, no sync
+            return triton_step.tensor_scale(grad.reshape(-1), self.config.grad_norm_target, reduce_sum)
         # read in chunks: the step's extra memory stays bounded by chunk_size
         scale = tensor_scale(grad, self.config.grad_norm_target, self.chunk_for(grad.device), self._compute_dtype,
                              reduce_max, reduce_sum)
@@ -439,8 +449,11 @@ class LearnedOptimizer(Optimizer):
             if isinstance(scale, float):
                 sign, scale = sign * scale, None
             fused = target.dtype == torch.float32  # the kernel adds lr * update to the parameter itself
-            for start in range(0, p.numel(), chunk):
-                end = min(start + chunk, p.numel())
+            # slices bound the memory of a float32 copy of the gradient and of the update; with neither
+            # (a float32 gradient, the update fused into the parameter) the whole tensor is one launch
+            step = p.numel() if fused and flat_grad.dtype == torch.float32 and flat_grad.is_contiguous() else chunk
+            for start in range(0, p.numel(), step):
+                end = min(start + step, p.numel())
                 g = flat_grad[start:end].to(torch.float32).contiguous()
                 states = [state[n][start:end] for n in names]
                 update = triton_step.lstm_rule_step(g, states, packed, self.config, sign, scale=scale, lr=lr,
@@ -463,11 +476,17 @@ class LearnedOptimizer(Optimizer):
                 if not state[name].is_contiguous():
                     state[name] = state[name].contiguous()
             target = p.view(-1)
+            fused = target.dtype == torch.float32  # the kernel adds lr x update to the parameter itself
             for start in range(0, p.numel(), chunk):
                 end = min(start + chunk, p.numel())
                 g = flat_grad[start:end].to(torch.float32).contiguous()
-                update = kernels.lstm_rule_step(g, [state[n][start:end] for n in names], self._packed, theta, self.config, sign)
-                _add_update(target[start:end], update, lr)
+                chunk_state = [state[n][start:end] for n in names]
+                if fused:
+                    kernels.lstm_rule_step(g, chunk_state, self._packed, theta, self.config, sign,
+                                           param=target[start:end], lr=lr)
+                else:
+                    update = kernels.lstm_rule_step(g, chunk_state, self._packed, theta, self.config, sign)
+                    _add_update(target[start:end], update, lr)
 
     def _run_chunk(self, pieces, names, lr: float, maximize: bool) -> None:
         if len(pieces) == 1:

@@ -265,6 +265,50 @@ if _TRITON:
             tl.store(update_ptr + rows, u, mask=row_ok)
 
 
+    @triton.jit
+    def _square_sum_kernel(grad_ptr, sums_ptr, counts_ptr, n, BLOCK: tl.constexpr):
+        """Per program: the sum of g^2 (in float64) and the count over its BLOCK entries' finite values."""
+        pid = tl.program_id(0)
+        rows = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        g = tl.load(grad_ptr + rows, mask=rows < n, other=0.0)
+        finite = tl.abs(g) < float("inf")  # false for NaN and ±inf (and for the masked-off rows' 0: counted 0 below)
+        g = tl.where(finite, g, 0.0).to(tl.float64)
+        tl.store(sums_ptr + pid, tl.sum(g * g, axis=0))
+        tl.store(counts_ptr + pid, tl.sum((finite & (rows < n)).to(tl.int64), axis=0))
+
+
+SCALE_BLOCK = 4096  # gradient entries per program of the RMS reduction
+
+
+def tensor_scale(grad: torch.Tensor, target: float, reduce_sum=None, block: int = SCALE_BLOCK) -> torch.Tensor:
+    """``features.tensor_scale`` of a flat contiguous float32 gradient in one pass and no host sync.
+
+    target / RMS over the finite entries (1 where there is nothing to normalize), as a 0-dim float32
+    tensor on the gradient's device. The squares are summed in float64, where no float32 value's square
+    overflows or underflows (so no rescaling by the largest entry and no second pass), per program and
+    then over the programs' partial sums in a fixed order (the same bits on every run). ``reduce_sum``:
+    an in-place sum of a 0-dim tensor across the shards of a sharded gradient (see features.tensor_scale).
+    """
+    if not _TRITON:
+        raise RuntimeError("triton is not installed")
+    if grad.dtype != torch.float32 or grad.dim() != 1 or not grad.is_contiguous():
+        raise ValueError("grad: a contiguous flat float32 tensor is needed")
+    if block < 16 or block & (block - 1):
+        raise ValueError(f"block must be a power of two >= 16, got {block}")
+    programs = max(1, triton.cdiv(grad.numel(), block))
+    sums = torch.zeros(programs, dtype=torch.float64, device=grad.device)
+    counts = torch.zeros(programs, dtype=torch.int64, device=grad.device)
+    if grad.numel() > 0:
+        _square_sum_kernel[(programs,)](grad, sums, counts, grad.numel(), BLOCK=block)
+    total, count = sums.sum(), counts.sum()
+    if reduce_sum is not None:
+        reduce_sum(total)
+        reduce_sum(count)
+    rms = (total / count.clamp_min(1)).sqrt()
+    scale = torch.where(rms > 0, target / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.ones_like(rms))
+    return scale.to(torch.float32)
+
+
 _STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 

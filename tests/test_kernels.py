@@ -120,6 +120,57 @@ def test_kernel_gives_the_same_bits_for_any_thread_count_and_sign(rule):
     assert torch.equal(negated[0], one[0]) and all(torch.equal(a, b) for a, b in zip(negated[1], one[1]))
 
 
+@given(seed=st.integers(0, 2**16), lr=st.sampled_from([-0.01, 0.0, 1e-3, -3.0]),
+       where=st.lists(st.integers(0, 299), max_size=10))
+def test_fused_update_adds_lr_times_the_update_to_the_parameter(rule, seed, lr, where):
+    """param= gives the bits of param.add_(update, alpha=lr) and the same state; non-finite coordinates keep both."""
+    config = rule.config
+    gen = torch.Generator().manual_seed(seed)
+    theta, packed = random_rule(config, gen)
+    state = [torch.randn(300, config.hidden_size, generator=gen) for _ in config.state_names]
+    grad = gradients(300, gen)
+    grad[where] = math.nan
+    param = torch.randn(300, generator=gen)
+    update, separate_state = run_kernel(grad, state, theta, packed, config, sign=-0.5)
+    fused, fused_state = param.clone(), [s.clone() for s in state]
+    assert kernels.lstm_rule_step(grad, fused_state, packed, theta, config, -0.5, param=fused, lr=lr) is None
+    assert torch.equal(fused, param.clone().add_(update, alpha=lr))
+    assert all(torch.equal(a, b) for a, b in zip(fused_state, separate_state))
+    assert torch.equal(fused[where], param[where])
+    if lr != 0.0 and len(set(where)) < 300:
+        assert not torch.equal(fused, param)
+
+
+def test_fused_update_refuses_a_parameter_it_cannot_write(rule):
+    config = rule.config
+    theta, packed = random_rule(config, torch.Generator().manual_seed(0))
+    state = [torch.zeros(8, config.hidden_size) for _ in config.state_names]
+    for bad in (torch.zeros(8, dtype=torch.float64), torch.zeros(16)[::2], torch.zeros(9)):
+        with pytest.raises(ValueError, match="param"):
+            kernels.lstm_rule_step(torch.ones(8), state, packed, theta, config, param=bad, lr=0.1)
+
+
+@given(n=st.integers(1, 300_000), seed=st.integers(0, 2**16), nonfinite=st.integers(0, 5),
+       magnitude=st.sampled_from([1e-38, 1e-20, 1.0, 1e30]))
+def test_cpp_tensor_scale_matches_the_torch_one(n, seed, nonfinite, magnitude):
+    """kernels.tensor_scale: features.tensor_scale's value (to float32 rounding), non-finite entries ignored."""
+    from learned_optim.features import tensor_scale
+
+    gen = torch.Generator().manual_seed(seed)
+    grad = torch.randn(n, generator=gen) * torch.exp(torch.randn(n, generator=gen) * 2) * magnitude
+    grad[torch.randint(0, n, (nonfinite,), generator=gen)] = torch.tensor([math.nan, math.inf, -math.inf]).repeat(2)[:nonfinite]
+    expected = float(tensor_scale(grad, 0.3, chunk_size=4096))
+    assert kernels.tensor_scale(grad, 0.3) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cpp_tensor_scale_is_one_where_there_is_nothing_to_normalize():
+    assert kernels.tensor_scale(torch.zeros(1000), 0.3) == 1.0
+    assert kernels.tensor_scale(torch.full((10,), math.nan), 0.3) == 1.0
+    grad = torch.zeros(100_000)
+    grad[77] = -4.0  # one finite entry among zeros: RMS = 4 / sqrt(N)
+    assert kernels.tensor_scale(grad, 0.3) == pytest.approx(0.3 / (4.0 / math.sqrt(100_000)), rel=1e-12)
+
+
 def test_optimizer_uses_the_kernel_and_falls_back_without_it(rule, monkeypatch):
     def train(count: list) -> list[torch.Tensor]:
         torch.manual_seed(0)

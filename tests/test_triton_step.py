@@ -353,11 +353,46 @@ def test_learned_optimizer_on_the_triton_path_matches_the_torch_path(triton_path
             for p, g in zip(params[impl], grads):
                 p.grad = g.to(device, param_dtype)
             opts[impl].step()
-    # every tensor went through the kernel in slices of at most chunk_size
-    assert triton_path and max(triton_path) <= 16 and sum(triton_path) == 3 * sum(math.prod(s) for s in shapes)
+    sizes = [math.prod(s) for s in shapes]
+    if param_dtype == torch.float32:  # nothing to copy, the update fused: one launch per tensor
+        assert triton_path == sizes * 3
+    else:  # a float32 copy of each slice of the gradient and its update: slices of at most chunk_size
+        assert triton_path and max(triton_path) <= 16 and sum(triton_path) == 3 * sum(sizes)
     tol = TOL if state_dtype == torch.float32 else dict(rtol=2e-2, atol=1e-4)
     for fast, ref in zip(params["fast"], params["torch"]):
         torch.testing.assert_close(fast.detach(), ref.detach(), **tol)
         for name in opts["fast"].config.state_names:
             torch.testing.assert_close(opts["fast"].state[fast][name].float(), opts["torch"].state[ref][name].float(), **tol)
     assert opts["fast"].state[params["fast"][1]]["h0"][4].abs().sum() == 0  # the nan coordinate never left its zero state
+
+
+# -- grad_norm's per-tensor scale --------------------------------------------------------------
+
+
+@settings(deadline=None, max_examples=25)
+@given(n=st.integers(0, 20_000), seed=st.integers(0, 2**16), nonfinite=st.integers(0, 4),
+       magnitude=st.sampled_from([1e-40, 1e-20, 1.0, 1e30]), block=st.sampled_from([16, 1024, 4096]))
+def test_tensor_scale_matches_the_torch_one(device, n, seed, nonfinite, magnitude, block):
+    """One float64 pass: features.tensor_scale's value (to float32 rounding), non-finite entries ignored."""
+    from learned_optim.features import tensor_scale
+
+    gen = torch.Generator().manual_seed(seed)
+    grad = torch.randn(n, generator=gen) * torch.exp(torch.randn(n, generator=gen) * 2) * magnitude
+    if n:
+        grad[torch.randint(0, n, (nonfinite,), generator=gen)] = torch.tensor([math.nan, math.inf, -math.inf, math.nan])[:nonfinite]
+    got = triton_step.tensor_scale(grad.to(device), 0.3, block=block)
+    assert got.dtype == torch.float32 and got.shape == () and got.device.type == torch.device(device).type
+    finite = grad[torch.isfinite(grad)].double()
+    rms = float(finite.square().mean().sqrt()) if finite.numel() else 0.0
+    exact = torch.tensor(0.3 / rms if rms > 0 else 1.0, dtype=torch.float32)  # inf past float32, as the kernel's
+    torch.testing.assert_close(got.cpu(), exact, rtol=2e-6, atol=0)
+    expected = tensor_scale(grad, 0.3)
+    if torch.isfinite(expected):  # the float32 torch version overflows to inf for all-subnormal gradients
+        torch.testing.assert_close(got.cpu(), expected, rtol=2e-6, atol=0)
+
+
+def test_tensor_scale_is_one_where_there_is_nothing_to_normalize(device):
+    for grad in (torch.zeros(100), torch.full((10,), math.nan), torch.zeros(0)):
+        assert float(triton_step.tensor_scale(grad.to(device), 0.3)) == 1.0
+    with pytest.raises(ValueError):
+        triton_step.tensor_scale(torch.zeros(10, dtype=torch.float64, device=device), 0.3)

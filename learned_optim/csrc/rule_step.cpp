@@ -26,7 +26,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #ifdef __AVX__
@@ -188,7 +190,7 @@ constexpr int kMaxLayers = 4;
 template <int NV, typename T>
 void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state, int H,
          const std::vector<const float*>& W, int nin0, int preprocess, float p, const float* w_out,
-         float b_out, float out_scale, float* update) {
+         float b_out, float out_scale, float* update, bool into_param, float lr) {
   const int layers = static_cast<int>(W.size());
   const float threshold = std::exp(-p), exp_p = std::exp(p);
   at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
@@ -197,7 +199,7 @@ void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state,
     for (int64_t r = begin; r < end; ++r) {
       const float g = sign * grad[r];
       if (!finite(g)) {
-        update[r] = 0.0f;
+        if (!into_param) update[r] = 0.0f;  // and a parameter keeps its value
         continue;
       }
       float x[2];
@@ -228,7 +230,12 @@ void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state,
       for (int j = 0; j < H; j += 8) acc += load(w_out + j) * load(h[layers - 1] + j);
       float u = b_out;
       for (int j = 0; j < 8; ++j) u += acc[j];
-      update[r] = out_scale * u;
+      if (!into_param) {
+        update[r] = out_scale * u;
+      } else {  // the parameter itself: p + lr * update, as torch's add_(update, alpha=lr)
+        const float step = out_scale * u;
+        update[r] = update[r] + lr * step;
+      }
     }
   });
 }
@@ -236,13 +243,13 @@ void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state,
 template <typename T>
 void dispatch(int nv, const float* g, float sign, int64_t n, const std::vector<torch::Tensor>& states, int H,
               const std::vector<const float*>& w, int nin0, int pre, float p, const float* wo, float bo, float sc,
-              float* u) {
+              float* u, bool into, float lr) {
   std::vector<T*> s;
   for (const auto& t : states) s.push_back(t.data_ptr<T>());
   switch (nv) {
 #define LEARNED_OPTIM_CASE(NV)                                    \
   case NV:                                                        \
-    run<NV, T>(g, sign, n, s, H, w, nin0, pre, p, wo, bo, sc, u); \
+    run<NV, T>(g, sign, n, s, H, w, nin0, pre, p, wo, bo, sc, u, into, lr); \
     break;
     LEARNED_OPTIM_CASE(2)
     LEARNED_OPTIM_CASE(4)
@@ -267,10 +274,13 @@ void check_f32(const torch::Tensor& t, const char* what) {
 
 // grad (N,); states [h0, c0, h1, c1, ...] each (N, H), all float32, all bfloat16 or all float16,
 // updated in place; packed: one (nin_l + H + 1, 4 Hp) float32 tensor per layer (kernels.pack_lstm);
-// readout_w: w_out padded with zeros to a multiple of 8; update (N,) receives the update.
+// readout_w: w_out padded with zeros to a multiple of 8; update (N,) receives the update, or with
+// into_param is the (float32, flat) parameter itself and receives param + lr * update in place (a
+// non-finite coordinate keeps its value): the step without an update buffer or a second pass.
 void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<torch::Tensor>& states,
                     const std::vector<torch::Tensor>& packed, const std::string& preprocess, double p,
-                    const torch::Tensor& readout_w, double readout_b, double output_scale, torch::Tensor& update) {
+                    const torch::Tensor& readout_w, double readout_b, double output_scale, torch::Tensor& update,
+                    bool into_param, double lr) {
   check_f32(grad, "grad");
   check_f32(update, "update");
   check_f32(readout_w, "readout_w");
@@ -303,17 +313,67 @@ void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<to
   float* u = update.data_ptr<float>();
   const float* wo = readout_w.data_ptr<float>();
   const float sg = static_cast<float>(sign), pp = static_cast<float>(p), bo = static_cast<float>(readout_b),
-              sc = static_cast<float>(output_scale);
+              sc = static_cast<float>(output_scale), rate = static_cast<float>(lr);
   const int pre = nin0 == 2 ? 0 : 1, nv = four_hp / 8;
   if (dtype == torch::kFloat32) {
-    dispatch<float>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u);
+    dispatch<float>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
   } else if (dtype == torch::kBFloat16) {
-    dispatch<c10::BFloat16>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u);
+    dispatch<c10::BFloat16>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
   } else {
-    dispatch<c10::Half>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u);
+    dispatch<c10::Half>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
   }
 }
 
+// grad_norm="tensor"'s two reductions over a flat float32 gradient, without temporaries (see
+// features.tensor_scale, which composes them): the largest finite |g| and the number of finite
+// entries, then the sum of (g / amax)^2 over the finite entries, accumulated in double.
+std::tuple<double, int64_t> finite_amax_count(const torch::Tensor& grad) {
+  check_f32(grad, "grad");
+  const float* g = grad.data_ptr<float>();
+  const int64_t n = grad.numel();
+  return at::parallel_reduce(
+      0, n, 1 << 16, std::make_tuple(0.0, int64_t{0}),
+      [&](int64_t begin, int64_t end, std::tuple<double, int64_t> acc) {
+        float amax = static_cast<float>(std::get<0>(acc));
+        int64_t count = std::get<1>(acc);
+        for (int64_t r = begin; r < end; ++r) {
+          if (finite(g[r])) {
+            amax = std::max(amax, std::fabs(g[r]));
+            ++count;
+          }
+        }
+        return std::make_tuple(static_cast<double>(amax), count);
+      },
+      [](std::tuple<double, int64_t> a, std::tuple<double, int64_t> b) {
+        return std::make_tuple(std::max(std::get<0>(a), std::get<0>(b)), std::get<1>(a) + std::get<1>(b));
+      });
+}
+
+double finite_scaled_square_sum(const torch::Tensor& grad, double amax) {
+  check_f32(grad, "grad");
+  const float* g = grad.data_ptr<float>();
+  const double inv = amax > 0.0 ? 1.0 / amax : 1.0;
+  return at::parallel_reduce(
+      0, grad.numel(), 1 << 16, 0.0,
+      [&](int64_t begin, int64_t end, double total) {
+        double part[4] = {0.0, 0.0, 0.0, 0.0};  // four sums: independent additions, not one long chain
+        int64_t r = begin;
+        for (; r + 4 <= end; r += 4)
+          for (int j = 0; j < 4; ++j) {
+            const double v = finite(g[r + j]) ? g[r + j] * inv : 0.0;
+            part[j] += v * v;
+          }
+        for (; r < end; ++r) {
+          const double v = finite(g[r]) ? g[r] * inv : 0.0;
+          part[0] += v * v;
+        }
+        return total + ((part[0] + part[1]) + (part[2] + part[3]));
+      },
+      [](double a, double b) { return a + b; });
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("finite_amax_count", &finite_amax_count, "The largest finite |g| and the count of finite entries (CPU float32)");
+  m.def("finite_scaled_square_sum", &finite_scaled_square_sum, "Sum of (g / amax)^2 over the finite entries (CPU float32)");
   m.def("lstm_rule_step", &lstm_rule_step, "The LearnedOptimizer step of an LSTM rule, state updated in place (CPU; float32, bfloat16 or float16 state)");
 }
