@@ -99,7 +99,10 @@ def tensor_scale(grad: torch.Tensor, target: float, chunk_size: int | None = Non
     if reduce_sum is not None:
         reduce_sum(total)
     rms = amax * (total / count.clamp_min(1)).sqrt()
-    return torch.where(rms > 0, target / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.ones_like(rms))
+    # an RMS below target / (the dtype's largest value), as of an all-subnormal float32 gradient, would give an
+    # infinite scale, and every scaled entry would be skipped as non-finite: the largest finite scale instead
+    ratio = (target / torch.where(rms > 0, rms, torch.ones_like(rms))).clamp(max=torch.finfo(rms.dtype).max)
+    return torch.where(rms > 0, ratio, torch.ones_like(rms))
 
 
 def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float) -> torch.Tensor:

@@ -232,6 +232,9 @@ def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0, param
     return None if into_param else out
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
 def tensor_scale(grad: torch.Tensor, target: float, reduce_max=None, reduce_sum=None) -> float:
     """``features.tensor_scale`` for a contiguous CPU float32 gradient in two passes of C++, no temporaries.
 
@@ -252,4 +255,4 @@ def tensor_scale(grad: torch.Tensor, target: float, reduce_max=None, reduce_sum=
         reduce_sum(total_t)
         total = float(total_t)
     rms = amax * math.sqrt(total / max(count, 1))
-    return target / rms if rms > 0 else 1.0
+    return min(target / rms, FLOAT32_MAX) if rms > 0 else 1.0  # finite in float32, as features.tensor_scale

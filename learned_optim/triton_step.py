@@ -305,8 +305,8 @@ def tensor_scale(grad: torch.Tensor, target: float, reduce_sum=None, block: int 
         reduce_sum(total)
         reduce_sum(count)
     rms = (total / count.clamp_min(1)).sqrt()
-    scale = torch.where(rms > 0, target / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.ones_like(rms))
-    return scale.to(torch.float32)
+    ratio = (target / torch.where(rms > 0, rms, torch.ones_like(rms))).clamp(max=torch.finfo(torch.float32).max)
+    return torch.where(rms > 0, ratio, torch.ones_like(rms)).to(torch.float32)  # finite, as features.tensor_scale
 
 
 _STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -180,3 +180,19 @@ def test_tensor_norm_on_cuda_matches_the_cpu_reference():
     on_cpu = rollout(rule.theta, config, task.sample(4), steps=20)
     on_gpu = rollout({k: v.cuda() for k, v in rule.theta.items()}, config, task.sample(4, "cuda"), steps=20, device="cuda")
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
+def test_all_subnormal_gradients_still_move_the_parameters(implementation):
+    """RMS ~1e-40: the scale would overflow float32 to inf and every entry be skipped as non-finite; it is
+    capped at float32's largest value instead, so the rule sees gradients of ~0.03 and steps."""
+    model = small_model(seed=3)
+    opt = LearnedOptimizer(model.parameters(), weights=random_weights(seed=1), grad_norm="tensor",
+                           grad_norm_target=0.01, implementation=implementation)
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-40)
+    opt.step()
+    for a, b in zip(before, model.parameters()):
+        assert torch.isfinite(b).all() and not torch.equal(a, b.detach())
+    assert float(tensor_scale(torch.full((5,), 1e-40), 0.3)) == torch.finfo(torch.float32).max

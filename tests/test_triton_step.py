@@ -384,11 +384,10 @@ def test_tensor_scale_matches_the_torch_one(device, n, seed, nonfinite, magnitud
     assert got.dtype == torch.float32 and got.shape == () and got.device.type == torch.device(device).type
     finite = grad[torch.isfinite(grad)].double()
     rms = float(finite.square().mean().sqrt()) if finite.numel() else 0.0
-    exact = torch.tensor(0.3 / rms if rms > 0 else 1.0, dtype=torch.float32)  # inf past float32, as the kernel's
+    exact = torch.tensor(min(0.3 / rms, torch.finfo(torch.float32).max) if rms > 0 else 1.0, dtype=torch.float32)
     torch.testing.assert_close(got.cpu(), exact, rtol=2e-6, atol=0)
-    expected = tensor_scale(grad, 0.3)
-    if torch.isfinite(expected):  # the float32 torch version overflows to inf for all-subnormal gradients
-        torch.testing.assert_close(got.cpu(), expected, rtol=2e-6, atol=0)
+    if magnitude > 1e-40:  # all-subnormal: the float32 torch version loses bits in its rescaling by the largest entry
+        torch.testing.assert_close(got.cpu(), tensor_scale(grad, 0.3), rtol=2e-6, atol=0)
 
 
 def test_tensor_scale_is_one_where_there_is_nothing_to_normalize(device):
