@@ -266,18 +266,27 @@ if _TRITON:
 
 
     @triton.jit
-    def _square_sum_kernel(grad_ptr, sums_ptr, counts_ptr, n, BLOCK: tl.constexpr):
-        """Per program: the sum of g^2 (in float64) and the count over its BLOCK entries' finite values."""
+    def _square_sum_kernel(grad_ptr, sums_ptr, counts_ptr, n, rounds, BLOCK: tl.constexpr):
+        """Per program: the sum of g^2 (in float64) and the count of the finite entries of its blocks, which are
+        every programs-th block of BLOCK entries from its own (``rounds`` of them)."""
         pid = tl.program_id(0)
-        rows = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        g = tl.load(grad_ptr + rows, mask=rows < n, other=0.0)
-        finite = tl.abs(g) < float("inf")  # false for NaN and ±inf (and for the masked-off rows' 0: counted 0 below)
-        g = tl.where(finite, g, 0.0).to(tl.float64)
-        tl.store(sums_ptr + pid, tl.sum(g * g, axis=0))
-        tl.store(counts_ptr + pid, tl.sum((finite & (rows < n)).to(tl.int64), axis=0))
+        programs = tl.num_programs(0)
+        total = tl.zeros((BLOCK,), dtype=tl.float64)
+        count = tl.zeros((BLOCK,), dtype=tl.int32)  # per lane at most `rounds`
+        for r in range(rounds):
+            rows = (r * programs + pid).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+            inside = rows < n
+            g = tl.load(grad_ptr + rows, mask=inside, other=0.0)
+            finite = (tl.abs(g) < float("inf")) & inside  # false for NaN and ±inf
+            g = tl.where(finite, g, 0.0).to(tl.float64)
+            total += g * g
+            count += finite.to(tl.int32)
+        tl.store(sums_ptr + pid, tl.sum(total, axis=0))
+        tl.store(counts_ptr + pid, tl.sum(count.to(tl.int64), axis=0))
 
 
-SCALE_BLOCK = 4096  # gradient entries per program of the RMS reduction
+SCALE_BLOCK = 1024  # gradient entries per block of the RMS reduction (8 float64 sums per thread at 4 warps)
+SCALE_PROGRAMS = 1024  # at most this many programs (and partial sums): the extra memory does not grow with the tensor
 
 
 def tensor_scale(grad: torch.Tensor, target: float, reduce_sum=None, block: int = SCALE_BLOCK) -> torch.Tensor:
@@ -285,8 +294,9 @@ def tensor_scale(grad: torch.Tensor, target: float, reduce_sum=None, block: int 
 
     target / RMS over the finite entries (1 where there is nothing to normalize), as a 0-dim float32
     tensor on the gradient's device. The squares are summed in float64, where no float32 value's square
-    overflows or underflows (so no rescaling by the largest entry and no second pass), per program and
-    then over the programs' partial sums in a fixed order (the same bits on every run). ``reduce_sum``:
+    overflows or underflows (so no rescaling by the largest entry and no second pass), per program (at most
+    ``SCALE_PROGRAMS``, each over every programs-th block) and then over the programs' partial sums in a fixed
+    order (the same bits on every run). ``reduce_sum``:
     an in-place sum of a 0-dim tensor across the shards of a sharded gradient (see features.tensor_scale).
     """
     if not _TRITON:
@@ -295,11 +305,12 @@ def tensor_scale(grad: torch.Tensor, target: float, reduce_sum=None, block: int 
         raise ValueError("grad: a contiguous flat float32 tensor is needed")
     if block < 16 or block & (block - 1):
         raise ValueError(f"block must be a power of two >= 16, got {block}")
-    programs = max(1, triton.cdiv(grad.numel(), block))
+    blocks = max(1, triton.cdiv(grad.numel(), block))
+    programs = min(blocks, SCALE_PROGRAMS)
     sums = torch.zeros(programs, dtype=torch.float64, device=grad.device)
     counts = torch.zeros(programs, dtype=torch.int64, device=grad.device)
     if grad.numel() > 0:
-        _square_sum_kernel[(programs,)](grad, sums, counts, grad.numel(), BLOCK=block)
+        _square_sum_kernel[(programs,)](grad, sums, counts, grad.numel(), triton.cdiv(blocks, programs), BLOCK=block)
     total, count = sums.sum(), counts.sum()
     if reduce_sum is not None:
         reduce_sum(total)

@@ -390,6 +390,19 @@ def test_tensor_scale_matches_the_torch_one(device, n, seed, nonfinite, magnitud
         torch.testing.assert_close(got.cpu(), tensor_scale(grad, 0.3), rtol=2e-6, atol=0)
 
 
+def test_tensor_scale_partial_sums_do_not_grow_with_the_tensor(device, monkeypatch):
+    """More blocks than programs: each program takes every programs-th block; the value is the same."""
+    gen = torch.Generator().manual_seed(5)
+    grad = torch.randn(5000, generator=gen) * 1e-3
+    grad[123] = math.inf
+    wide = triton_step.tensor_scale(grad.to(device), 0.3, block=16)  # 313 blocks, 313 programs
+    monkeypatch.setattr(triton_step, "SCALE_PROGRAMS", 7)  # 313 blocks over 7 programs: 45 rounds, the last partial
+    narrow = triton_step.tensor_scale(grad.to(device), 0.3, block=16)
+    torch.testing.assert_close(narrow, wide, rtol=1e-6, atol=0)
+    finite = torch.cat([grad[:123], grad[124:]]).double()
+    assert float(narrow) == pytest.approx(0.3 / float(finite.square().mean().sqrt()), rel=1e-6)
+
+
 def test_tensor_scale_is_one_where_there_is_nothing_to_normalize(device):
     for grad in (torch.zeros(100), torch.full((10,), math.nan), torch.zeros(0)):
         assert float(triton_step.tensor_scale(grad.to(device), 0.3)) == 1.0
