@@ -431,7 +431,8 @@ class LearnedOptimizer(Optimizer):
         return triton_step.supports(self.config) and triton_step.available()
 
     def _triton_update(self, entries, lr: float, maximize: bool) -> None:
-        """The Triton kernel (CUDA): tensor by tensor in slices of ``chunk_size``, state updated in place."""
+        """The Triton kernel (CUDA): tensor by tensor, state updated in place; whole when it can write the parameter
+        itself (no extra memory), else in slices of ``chunk_size``."""
         from . import triton_step
 
         names = self.config.state_names
@@ -463,7 +464,8 @@ class LearnedOptimizer(Optimizer):
                     _add_update(target[start:end], update, lr)
 
     def _kernel_update(self, entries, lr: float, maximize: bool) -> None:
-        """The C++ kernel, tensor by tensor in slices of ``chunk_size`` (its only extra memory)."""
+        """The C++ kernel, tensor by tensor: whole when it can write the parameter itself (no extra memory), else in
+        slices of ``chunk_size`` (a float32 copy of the gradient's slice and the update: the only extra memory)."""
         names = self.config.state_names
         if self._packed is None:
             self._packed = kernels.pack_lstm(self.rule.theta, self.config)
@@ -477,8 +479,11 @@ class LearnedOptimizer(Optimizer):
                     state[name] = state[name].contiguous()
             target = p.view(-1)
             fused = target.dtype == torch.float32  # the kernel adds lr x update to the parameter itself
-            for start in range(0, p.numel(), chunk):
-                end = min(start + chunk, p.numel())
+            # slices bound the memory of a float32 copy of the gradient and of the update; with neither
+            # (a float32 gradient, the update fused into the parameter) the whole tensor is one call
+            step = p.numel() if fused and flat_grad.dtype == torch.float32 and flat_grad.is_contiguous() else chunk
+            for start in range(0, p.numel(), step):
+                end = min(start + step, p.numel())
                 g = flat_grad[start:end].to(torch.float32).contiguous()
                 chunk_state = [state[n][start:end] for n in names]
                 if fused:

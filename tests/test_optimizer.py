@@ -62,9 +62,10 @@ def test_reference_and_fast_agree_over_100_steps(rule, implementation):
     assert max(float((a - b).abs().max()) for a, b in zip(params_of(small_model()), params_of(ref_model))) > 1e-2
 
 
-@given(chunk=st.integers(1, 200))
-def test_chunk_size_does_not_change_results(rule, chunk):
-    base_model, model = small_model(), small_model()
+@given(chunk=st.integers(1, 200), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_chunk_size_does_not_change_results(rule, chunk, dtype):
+    """float64 parameters go through the kernel in slices (a float32 copy of each); float32 ones whole."""
+    base_model, model = small_model(dtype=dtype), small_model(dtype=dtype)
     base = LearnedOptimizer(base_model.parameters(), weights=rule, chunk_size=10**6)
     opt = LearnedOptimizer(model.parameters(), weights=rule, chunk_size=chunk)
     train(base_model, base, 3)
