@@ -229,6 +229,13 @@ def test_state_precision_quick_compares_each_state_dtype_on_the_same_seeds(tmp_p
     assert state_precision.main(["--quick", "--no-base-tasks", "--resume", "--eval-seeds", "1", "--out", str(tmp_path)]) == 0
     rerun = json.loads((tmp_path / "state_precision.json").read_text())["tasks"]["deep_wide 1x20 (default)"]["10"]
     assert len(rerun["float32"]["final_loss_per_seed"]) == 1 and rerun["float32"]["final_loss"]["mean"] != 123.0
+    # one cell with fewer seeds than the rest: that 1-seed run is reused, and the table says so
+    assert state_precision.main(["--quick", "--no-base-tasks", "--resume", "--cell-seeds", "1x20=1", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "state_precision.json").read_text())["tasks"]["deep_wide 1x20 (default)"]["10"]
+    assert again == rerun
+    assert "| deep_wide 1x20 (default), 1 seeds | 5 | float32 |" in (tmp_path / "state_precision.md").read_text()
+    with pytest.raises(SystemExit):
+        state_precision.main(["--quick", "--cell-seeds", "1x20=0", "--out", str(tmp_path)])
 
 
 def test_state_precision_verdict_separates_noise_from_a_real_excess():
