@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -94,6 +94,41 @@ def grid_summary(final_losses: dict[str, tuple[float, float, float]]) -> dict[st
         "worst_ratio": max(ratios.values(), default=float("nan")),
         "final_loss_ratio_to_tuned_adam": ratios,
     }
+
+
+def kept_run(path: Path, settings: dict, compute: Callable[[], Any], reuse: bool = True,
+             commit: str | None = None) -> dict[str, Any]:
+    """A run kept in ``path`` as {"settings", "result", "git_commit", "compute_time_s"}: with ``reuse``, the stored
+    record when its settings equal ``settings``, else ``compute()`` run, timed and stored. ``commit``: the code's
+    (default: HEAD now; a long run should pass the one it started at). Records kept before commit and time were
+    stored lack those two keys."""
+    if reuse and path.exists():
+        stored = json.loads(path.read_text())
+        if stored["settings"] == settings:
+            return stored
+    commit = git_commit() if commit is None else commit
+    started = time.perf_counter()
+    result = compute()
+    record = {"settings": settings, "result": result, "git_commit": commit,
+              "compute_time_s": round(time.perf_counter() - started, 1)}
+    write_json(path, record)
+    return record
+
+
+def compute_note(records: Iterable[dict[str, Any]]) -> str:
+    """A sentence for a report assembled from kept runs (whose own wall time is then near 0): what they took."""
+    records = list(records)
+    timed = [r for r in records if "compute_time_s" in r]
+    if not records:
+        return ""
+    if not timed:
+        return f" The {len(records)} kept runs it assembles predate the record of their compute time."
+    commits = sorted({r["git_commit"] for r in timed})
+    note = (f" The kept runs it assembles took {sum(r['compute_time_s'] for r in timed):.0f} s of compute when run "
+            f"(commit{'s' if len(commits) > 1 else ''} " + ", ".join(f"`{c}`" for c in commits) + ")")
+    if len(timed) < len(records):
+        note += f"; {len(records) - len(timed)} of {len(records)} predate that record"
+    return note + "."
 
 
 def write_json(path: Path, data: Any) -> None:

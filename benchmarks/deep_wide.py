@@ -30,7 +30,8 @@ from learned_optim import LearnedOptimizer, load_weights
 from learned_optim.baselines import BASELINES, LR_GRID, baseline, train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, TUNING_SEEDS, DataNotFoundError, make_task
 
-from .common import DEFAULT_OUT, draw_curves, fmt, grid_summary, markdown_table, mean_se, progress, provenance, pyplot, write_json
+from .common import (DEFAULT_OUT, compute_note, draw_curves, fmt, grid_summary, kept_run, markdown_table, mean_se, progress,
+                     provenance, pyplot, write_json)
 
 # (hidden layers, units per layer, activation): the report's grid
 CELLS: tuple[tuple[int, int, str], ...] = (
@@ -155,7 +156,13 @@ def run_cell(cell, rules, args, horizons, tuning_file: Path | None = None, setti
 
 
 def cached_cell(cell, rules, args, horizons, reuse: bool) -> dict:
-    """run_cell, kept in OUT/deep_wide_cells/; with reuse, a stored cell of the same settings is returned.
+    """run_cell's result, kept in OUT/deep_wide_cells/ (see kept_cell)."""
+    return kept_cell(cell, rules, args, horizons, reuse)["result"]
+
+
+def kept_cell(cell, rules, args, horizons, reuse: bool) -> dict:
+    """run_cell, kept in OUT/deep_wide_cells/ with its commit and compute time (common.kept_run); with reuse, a
+    stored cell of the same settings is returned.
 
     The settings are what changes the numbers: rules (by file hash), horizons, seeds, device,
     data. benchmarks.paper's variants go through here too, so equal settings share the runs.
@@ -166,15 +173,10 @@ def cached_cell(cell, rules, args, horizons, reuse: bool) -> dict:
         "rules": {name: w.sha256 for name, w in rules.items()},
     }
     saved = Path(args.out) / "deep_wide_cells" / f"{cell_name(cell)}.json"
-    if reuse and saved.exists():
-        stored = json.loads(saved.read_text())
-        if stored["settings"] == same:
-            return stored["result"]
     # the baselines' tuning does not depend on the rules: kept apart, so a crash later in the cell keeps it
     tuning_settings = {k: v for k, v in same.items() if k not in ("rules", "weights", "eval_seeds")}
-    result = run_cell(cell, rules, args, horizons, saved.with_suffix(".tuning.json"), tuning_settings)
-    write_json(saved, {"settings": same, "result": result})
-    return result
+    return kept_run(saved, same, lambda: run_cell(cell, rules, args, horizons, saved.with_suffix(".tuning.json"),
+                                                  tuning_settings), reuse)
 
 
 def tuned_adam_key(results: dict) -> str:
@@ -202,7 +204,7 @@ def to_markdown(data: dict) -> str:
     parts = [
         "# deep_wide: learned rules against tuned baselines on deeper and wider MNIST MLPs",
         "",
-        f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.",
+        f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.{p.get('kept_runs', '')}",
         "",
         f"Batch 128; mean ± s.e. over {s['eval_seeds']} evaluation seeds; baselines' rates tuned per cell and horizon on "
         f"{s['tune_seeds']} tuning seeds by the mean sum of losses. Final loss = training loss at the last step.",
@@ -290,13 +292,16 @@ def main(argv=None) -> int:
     rules = general_rules(args.weights)
     data = {"settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "resume", "cells")}, "horizons": horizons},
             "cells": {}}
+    kept = []
     try:
         for cell in cells:
-            data["cells"][cell_name(cell)] = cached_cell(cell, rules, args, horizons, reuse=args.resume)
+            kept.append(kept_cell(cell, rules, args, horizons, reuse=args.resume))
+            data["cells"][cell_name(cell)] = kept[-1]["result"]
     except DataNotFoundError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     data["summary"] = summarize(data, list(rules))
     data["provenance"] = provenance("benchmarks.deep_wide", argv, args.device, started)
+    data["provenance"]["kept_runs"] = compute_note(kept)
     out = Path(args.out)
     write_json(out / "deep_wide.json", data)
     plot(data, out)

@@ -16,7 +16,6 @@ the same command to continue). Writes levers.json, levers.md and levers_<steps>.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -29,7 +28,8 @@ from learned_optim.baselines import train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
 from . import deep_wide
-from .common import DEFAULT_OUT, fmt, grid_summary, markdown_table, mean_se, progress, provenance, pyplot, write_json
+from .common import (DEFAULT_OUT, compute_note, fmt, grid_summary, kept_run, markdown_table, mean_se, progress, provenance,
+                     pyplot, write_json)
 
 # name: (what it is, LearnedOptimizer keyword arguments)
 LEVERS: dict[str, tuple[str, dict]] = {
@@ -79,18 +79,13 @@ def run_lever(cell, lever: str, args, horizons) -> dict:
 
 
 def cached_lever(cell, lever: str, args, horizons) -> dict:
+    """run_lever, kept in OUT/levers_cells/ with its commit and compute time (common.kept_run): the whole record."""
     options = dict(LEVERS[lever][1])
     same = {"quick": args.quick, "horizons": list(horizons), "eval_seeds": args.eval_seeds, "device": args.device,
             "data_root": args.data_root, "options": {k: v for k, v in options.items() if k != "weights"},
             "weights_sha256": load_weights(options["weights"]).sha256}
     saved = Path(args.out) / "levers_cells" / f"{deep_wide.cell_name(cell)}--{lever}.json"
-    if saved.exists():
-        stored = json.loads(saved.read_text())
-        if stored["settings"] == same:
-            return stored["result"]
-    result = run_lever(cell, lever, args, horizons)
-    write_json(saved, {"settings": same, "result": result})
-    return result
+    return kept_run(saved, same, lambda: run_lever(cell, lever, args, horizons))
 
 
 def summarize(data: dict) -> dict:
@@ -109,7 +104,7 @@ def to_markdown(data: dict, stem: str = "levers") -> str:
     parts = [
         "# Levers for issue 5: the learned optimizer on the deep_wide grid, against tuned Adam",
         "",
-        f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.",
+        f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.{p.get('kept_runs', '')}",
         "",
         f"MNIST MLPs of deep_wide, batch 128, {s['eval_seeds']} evaluation seeds (deep_wide's), mean final training loss. "
         "Tuned Adam: its learning rate tuned per cell and horizon on deep_wide's tuning seeds (read from deep_wide's runs). "
@@ -198,10 +193,12 @@ def main(argv=None) -> int:
     data = {"settings": {"cells": args.cells, "eval_seeds": args.eval_seeds, "tune_seeds": args.tune_seeds,
                          "horizons": horizons, "device": args.device, "quick": args.quick},
             "levers": levers, "cells": {}}
+    kept = []
     try:
         for cell in cells:
             name = deep_wide.cell_name(cell)
-            base = deep_wide.cached_cell(cell, rules, dw_args, horizons, reuse=True)["results"]
+            kept.append(deep_wide.kept_cell(cell, rules, dw_args, horizons, reuse=True))
+            base = kept[-1]["result"]["results"]
             block = {"tuned Adam": {}, "Adam 1e-3": {}}
             for h in horizons:
                 results = base[str(h)]
@@ -212,12 +209,14 @@ def main(argv=None) -> int:
                 if lever == "l2l-mnist":  # deep_wide's own runs of the report's rule, same seeds
                     block[lever] = {str(h): base[str(h)][SHIPPED_KEY] for h in horizons}
                 else:
-                    block[lever] = cached_lever(cell, lever, args, horizons)
+                    kept.append(cached_lever(cell, lever, args, horizons))
+                    block[lever] = kept[-1]["result"]
             data["cells"][name] = block
     except DataNotFoundError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     data["summary"] = summarize(data)
     data["provenance"] = provenance("benchmarks.levers", argv, args.device, started)
+    data["provenance"]["kept_runs"] = compute_note(kept)
     out = Path(args.out)
     write_json(out / f"{args.report}.json", data)
     plot(data, out, args.report)

@@ -37,7 +37,7 @@ from learned_optim.baselines import train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
 from . import deep_wide
-from .common import DEFAULT_OUT, fmt, git_commit, markdown_table, mean_se, progress, provenance, write_json
+from .common import DEFAULT_OUT, compute_note, fmt, git_commit, kept_run, markdown_table, mean_se, progress, provenance, write_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TARGET = 1.02  # a half state may cost at most 2% in mean final loss
@@ -77,16 +77,7 @@ def cached_task(label: str, task, weights, seeds, horizons, args, reuse: bool, c
     same = {"rule_sha256": weights.sha256, "seeds": list(seeds), "horizons": list(horizons), "device": args.device,
             "data_root": args.data_root}
     saved = Path(args.out) / "state_precision_tasks" / (re.sub(r"[^A-Za-z0-9.-]+", "_", label).strip("_") + ".json")
-    if reuse and saved.exists():
-        stored = json.loads(saved.read_text())
-        if stored["settings"] == same:
-            return stored
-    started = time.perf_counter()
-    result = run_task(label, task, weights, seeds, horizons, args.device)
-    stored = {"settings": same, "result": result, "git_commit": commit,
-              "compute_time_s": round(time.perf_counter() - started, 1)}
-    write_json(saved, stored)
-    return stored
+    return kept_run(saved, same, lambda: run_task(label, task, weights, seeds, horizons, args.device), reuse, commit)
 
 
 def verdict(ratio: float, se: float) -> str:
@@ -116,12 +107,7 @@ def to_markdown(data: dict) -> str:
                 rows.append([label if name == "float32" else "", h if name == "float32" else "", name,
                              fmt(**r["final_loss"]), fmt(**r["sum_of_losses"]),
                              "" if name == "float32" else f"{ratio:.4f} ± {se:.4f}", said])
-    compute = data.get("compute", {})
-    computed = ""
-    if compute:  # tasks reused from OUT/state_precision_tasks/: say where and when each was computed
-        commits = sorted({c["git_commit"] for c in compute.values()})
-        computed = (f" The tasks took {sum(c['compute_time_s'] for c in compute.values()):.0f} s of compute when run "
-                    f"(commit{'s' if len(commits) > 1 else ''} " + ", ".join(f"`{c}`" for c in commits) + ").")
+    computed = compute_note(data.get("compute", {}).values())
     lines = [
         "# Half-precision optimizer state: the quality cost",
         "",
@@ -193,7 +179,7 @@ def main(argv=None) -> int:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     data = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "resume")},
             "tasks": {label: s["result"] for label, s in stored.items()},
-            "compute": {label: {"git_commit": s["git_commit"], "compute_time_s": s["compute_time_s"]} for label, s in stored.items()},
+            "compute": {label: {k: s[k] for k in ("git_commit", "compute_time_s") if k in s} for label, s in stored.items()},
             "provenance": provenance("benchmarks.state_precision", argv, args.device, started)}
     out = Path(args.out)
     write_json(out / "state_precision.json", data)

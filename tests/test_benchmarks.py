@@ -104,7 +104,14 @@ def test_deep_wide_quick_writes_tables_plots_and_a_summary(tmp_path, tiny_rule):
     # --resume reuses the finished cells
     (tmp_path / "deep_wide.json").unlink()
     assert deep_wide.main(["--quick", "--out", str(tmp_path), "--weights", tiny_rule, "--resume"]) == 0
-    assert json.loads((tmp_path / "deep_wide.json").read_text())["cells"] == data["cells"]
+    again = json.loads((tmp_path / "deep_wide.json").read_text())
+    assert again["cells"] == data["cells"]
+    # ... and the report says what the kept cells cost when they ran, not only its own (near 0) wall time
+    kept = [json.loads((tmp_path / "deep_wide_cells" / f"{c}.json").read_text()) for c in ("1x20", "2x20")]
+    assert all(k["compute_time_s"] > 0 and k["git_commit"] for k in kept)
+    assert again["provenance"]["wall_time_s"] < sum(k["compute_time_s"] for k in kept)
+    took = f"took {sum(k['compute_time_s'] for k in kept):.0f} s of compute"
+    assert took in again["provenance"]["kept_runs"] and took in (tmp_path / "deep_wide.md").read_text()
 
 
 def test_deep_wide_cells_parse():
@@ -218,6 +225,7 @@ def test_state_precision_quick_compares_each_state_dtype_on_the_same_seeds(tmp_p
     kept = tmp_path / "state_precision_tasks" / "deep_wide_1x20_default.json"
     stored = json.loads(kept.read_text())
     assert stored["result"] == data["tasks"]["deep_wide 1x20 (default)"] and stored["compute_time_s"] > 0
+    assert "of compute when run" in (tmp_path / "state_precision.md").read_text()
     stored["result"]["10"]["float32"]["final_loss"]["mean"] = 123.0  # a marker only a reuse can return
     kept.write_text(json.dumps(stored))
     assert state_precision.main(["--quick", "--no-base-tasks", "--resume", "--out", str(tmp_path)]) == 0
@@ -322,3 +330,19 @@ def test_grid_summary_counts_issue_5s_terms():
     s = grid_summary({"a": (1.0, 1.0, 1.0), "b": (0.5, 1.0, 2.0), "c": (float("nan"), 1.0, 1.0)})
     assert s["cells"] == 3 and s["beats_tuned_adam"] == 2 and s["beats_default_adam"] == 1
     assert s["final_loss_ratio_to_tuned_adam"]["b"] == 0.5 and s["worst_ratio"] == float("inf")
+
+
+def test_kept_run_reuses_equal_settings_and_says_what_old_records_lack(tmp_path):
+    from benchmarks.common import compute_note, kept_run
+
+    calls = []
+    path = tmp_path / "run.json"
+    first = kept_run(path, {"a": 1}, lambda: calls.append(1) or {"x": 2.0}, commit="abc")
+    assert first["result"] == {"x": 2.0} and first["git_commit"] == "abc" and first["compute_time_s"] >= 0
+    assert kept_run(path, {"a": 1}, lambda: calls.append(1) or {"x": 3.0}) == first and calls == [1]
+    assert kept_run(path, {"a": 2}, lambda: calls.append(1) or {"x": 3.0})["result"] == {"x": 3.0} and calls == [1, 1]
+    assert kept_run(path, {"a": 2}, lambda: calls.append(1) or {"x": 4.0}, reuse=False)["result"] == {"x": 4.0}
+    old = {"settings": {}, "result": {}}  # kept before the commit and time were stored
+    assert "predate" in compute_note([old]) and compute_note([]) == ""
+    note = compute_note([{**first, "compute_time_s": 10.0}, {**first, "compute_time_s": 5.4, "git_commit": "def"}, old])
+    assert "took 15 s of compute" in note and "`abc`, `def`" in note and "1 of 3 predate" in note
