@@ -28,7 +28,8 @@ def git_commit() -> str:
         commit = out.stdout.strip() or "unknown"
         dirty = subprocess.run(
             # a benchmark rewrites benchmarks/results/ itself, and docs do not change what runs: neither is "dirty"
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks/results", ":(exclude,glob)**/*.md"],
+            # ("top": from the repository's root, as git runs here in benchmarks/)
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks/results", ":(exclude,top,glob)**/*.md"],
             capture_output=True,
             text=True,
             cwd=Path(__file__).parent,

@@ -59,10 +59,33 @@ def timed(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_flops(device: str) -> float:
+def matmul_flops(device: str, repeats: int = 5) -> float:
     n = 2048 if device == "cpu" else 8192
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n**3 / timed(lambda: a @ b, device, 5)
+    return 2 * n**3 / timed(lambda: a @ b, device, repeats)
+
+
+def paired_fractions(step, work_flops: float, device: str, repeats: int) -> list[float]:
+    """Per pair of one matmul and one step, timed back to back: the step's FLOP rate over the matmul's.
+
+    On a shared host the throughput drifts by tens of percent within a minute; readings taken apart then
+    compare a step at one moment with a matmul at another, and pairs taken together do not.
+    """
+    n = 2048 if device == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    fractions = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        sync(device)
+        matmul_s = time.perf_counter() - started
+        started = time.perf_counter()
+        step()
+        sync(device)
+        fractions.append((work_flops / (time.perf_counter() - started)) / (2 * n**3 / matmul_s))
+    return fractions
 
 
 def copy_bandwidth(device: str) -> float:
@@ -89,7 +112,7 @@ def optimizers(device: str, chunk_size: "int | None" = None) -> dict:
     }
 
 
-def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = None) -> dict:
+def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = None, rule_flops: int = 0) -> dict:
     torch.manual_seed(0)
     model = mlp_for(numel).to(device)
     params = list(model.parameters())
@@ -112,6 +135,10 @@ def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = No
             "state_bytes_per_parameter": state_bytes / count,
             "step_over_forward_backward": step / fwd_bwd,
         }
+        if name.startswith("LearnedOptimizer") and rule_flops:
+            pairs = paired_fractions(opt.step, rule_flops * count, device, repeats)
+            row["optimizers"][name]["paired_fractions_of_matmul"] = pairs
+            row["optimizers"][name]["fraction_of_matmul_throughput_paired"] = statistics.median(pairs)
         with torch.no_grad():  # undo the steps' drift so every optimizer sees the same model
             torch.manual_seed(0)
             reference = mlp_for(numel).to(device)
@@ -154,7 +181,7 @@ def run(args, argv) -> int:
     flops = rule_flops_per_coordinate(NetConfig())
     rows = []
     for size in args.sizes:
-        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size))
+        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size, flops))
         matmul_readings.append(matmul_flops(args.device))
     peak = max(matmul_readings)
     for row in rows:
@@ -192,6 +219,8 @@ def run(args, argv) -> int:
             table.append([f"{row['parameters']:.2e}", name, f"{r['step_s'] * 1e3:.3g}", f"{r['state_bytes_per_parameter']:.0f}",
                           f"{r['step_over_forward_backward']:.3g}", f"{r['step_over_adam']:.3g}" if "step_over_adam" in r else "",
                           f"{r['fraction_of_matmul_throughput']:.1%}" if "fraction_of_matmul_throughput" in r else "",
+                          (f"{r['fraction_of_matmul_throughput_paired']:.1%} ({min(r['paired_fractions_of_matmul']):.0%}-"
+                           f"{max(r['paired_fractions_of_matmul']):.0%})") if "paired_fractions_of_matmul" in r else "",
                           f"{r['step_over_roofline']:.3g}" if "step_over_roofline" in r else ""])
     text = "\n".join([
         "# Optimizer step cost",
@@ -202,7 +231,9 @@ def run(args, argv) -> int:
         f"same run: {peak / 1e9:.1f} GFLOP/s (the best of {len(matmul_readings)} readings, "
         f"{min(matmul_readings) / 1e9:.0f}-{peak / 1e9:.0f}, one before and one after each size); copy bandwidth "
         f"{bandwidth / 1e9:.0f} GB/s. Roofline bound of a learned step: max(FLOPs / matmul throughput, bytes / copy "
-        "bandwidth), the bytes being the state read and written plus the gradient read and the parameter read and written."
+        "bandwidth), the bytes being the state read and written plus the gradient read and the parameter read and written. "
+        f"Paired: {args.repeats} more steps, each timed right after one matmul, and the ratio of the two FLOP rates per "
+        "pair (on a shared host the throughput drifts within a run; a pair sees one moment)."
         + (f" chunk_size={args.chunk_size}." if args.chunk_size else "")
         + (" LearnedOptimizer runs its C++ step kernel (kernels.lstm_rule_step); the torch path is "
            "`implementation=\"torch\"`, the chunked PyTorch computation." if kernel else "")
@@ -210,7 +241,8 @@ def run(args, argv) -> int:
            "`implementation=\"torch\"`, the chunked PyTorch computation." if gpu_kernel else ""),
         "",
         markdown_table(["parameters", "optimizer", "step (ms)", "state bytes / parameter", "step / (fwd+bwd, batch 128)",
-                        "step / Adam's", "of matmul throughput", "step / roofline"], table),
+                        "step / Adam's", "of matmul throughput (best reading)", "of matmul, paired: median (range)",
+                        "step / roofline"], table),
         "",
         f"![step time](step_cost{suffix}.png)",
     ])

@@ -1,4 +1,5 @@
 import json
+import statistics
 
 import pytest
 import torch
@@ -140,6 +141,22 @@ def test_step_cost_quick_writes_its_result_files(tmp_path):
     expected = max(data["rule_flops_per_coordinate"] * n / data["matmul_flops_per_s"], bytes_each * n / data["copy_bytes_per_s"])
     assert learned["roofline_s"] == pytest.approx(expected) and learned["step_over_roofline"] == pytest.approx(learned["step_s"] / expected)
     assert "step / roofline" in (tmp_path / "step_cost.md").read_text()
+    # paired readings: one per repeat, each a step's FLOP rate over a matmul's timed just before it
+    pairs = learned["paired_fractions_of_matmul"]
+    assert len(pairs) == 2  # --quick's repeats
+    assert all(0 < f < 5 for f in pairs) and learned["fraction_of_matmul_throughput_paired"] == statistics.median(pairs)
+    assert "of matmul, paired" in (tmp_path / "step_cost.md").read_text()
+
+
+def test_paired_fractions_compare_each_step_with_the_matmul_timed_beside_it(monkeypatch):
+    """A host twice as slow during the second pair slows the matmul and the step alike: the ratios stay equal."""
+    from benchmarks import step_cost
+
+    clock = iter([0.0, 1.0, 1.0, 3.0, 10.0, 12.0, 12.0, 16.0])  # matmul 1 s, step 2 s; then matmul 2 s, step 4 s
+    monkeypatch.setattr(step_cost.time, "perf_counter", lambda: next(clock))
+    n = 2048
+    fractions = step_cost.paired_fractions(lambda: None, 2 * n**3, "cpu", 2)
+    assert fractions == [pytest.approx(0.5), pytest.approx(0.5)]
 
 
 def test_step_cost_passes_its_chunk_size_to_the_learned_optimizers():
