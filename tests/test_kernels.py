@@ -60,9 +60,11 @@ def test_kernel_matches_the_reference_step(hidden, layers, pre, p, scale, seed):
     for _ in range(3):  # three steps from the same state through both
         ref_update, ref_state = nets.step(theta, preprocess(grad, pre, p), tuple(state), config, impl="reference")
         update, new_state = run_kernel(grad, state, theta, packed, config)
-        torch.testing.assert_close(update, ref_update, rtol=1e-5, atol=2e-6)
+        # the kernel's tanh is good to 1.2e-6 (csrc/rule_step.cpp); a cell state c' = s_f c + s_i t_g carries the
+        # gates' error times |c| (a few units for these random states), plus float32 rounding
+        torch.testing.assert_close(update, ref_update, rtol=1e-5, atol=1e-5)
         for a, b in zip(new_state, ref_state):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         state, grad = list(ref_state), gradients(n, gen)
 
 
