@@ -64,7 +64,7 @@ inline v8 reciprocal(v8 d) {
 // bfloat16 without a measurable cost, benchmarks/results/state_precision*). The coefficients are a
 // weighted least-squares fit of ours (Lawson iterations towards the minimax error); against the
 // degree (13, 6) fit that Eigen uses (3e-7) it saves three of the fourteen operations of each
-// tanh, 5% of the step (benchmarks/results/step_cost.md). No exp, no range reduction.
+// tanh: 3-6% of the step (benchmarks/results/step_cost_tanh/ab.out). No exp, no range reduction.
 inline v8 vtanh(v8 x) {
   constexpr float kClamp = 7.0f;
 #ifdef __AVX__

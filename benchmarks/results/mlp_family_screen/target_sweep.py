@@ -1,3 +1,5 @@
+# the default rule's grad_norm_target (the RMS each tensor's gradient is rescaled to) on the MNIST base task, first N eval seeds
+#   python benchmarks/results/mlp_family_screen/target_sweep.py N LR TARGET...
 import sys, time, torch
 from learned_optim import LearnedOptimizer, load_weights
 from learned_optim.baselines import train_and_evaluate
