@@ -59,9 +59,14 @@ def timed(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_flops(device: str, repeats: int = 5) -> float:
+def _matmul_operands(device: str) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """The reference float32 matmul's size and operands (n x n times n x n: 2 n^3 FLOPs)."""
     n = 2048 if device == "cpu" else 8192
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return n, torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+
+
+def matmul_flops(device: str, repeats: int = 5) -> float:
+    n, a, b = _matmul_operands(device)
     return 2 * n**3 / timed(lambda: a @ b, device, repeats)
 
 
@@ -71,8 +76,7 @@ def paired_fractions(step, work_flops: float, device: str, repeats: int) -> list
     On a shared host the throughput drifts by tens of percent within a minute; readings taken apart then
     compare a step at one moment with a matmul at another, and pairs taken together do not.
     """
-    n = 2048 if device == "cpu" else 8192
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    n, a, b = _matmul_operands(device)
     a @ b
     sync(device)
     fractions = []

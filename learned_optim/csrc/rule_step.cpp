@@ -59,12 +59,13 @@ inline v8 reciprocal(v8 d) {
 #endif
 }
 
-// tanh on 8 lanes: x P(x^2) / Q(x^2), P and Q of degree 3, on [-7, 7], and +-tanh(7) = +-(1 - 1.7e-6)
-// beyond; absolute error at most 1.2e-6 in float32, never above 1 in magnitude (the rule's state is kept to 3 significant digits in
-// bfloat16 without a measurable cost, benchmarks/results/state_precision*). The coefficients are a
-// weighted least-squares fit of ours (Lawson iterations towards the minimax error); against the
-// degree (13, 6) fit that Eigen uses (3e-7) it saves three of the fourteen operations of each
-// tanh: 3-6% of the step (benchmarks/results/step_cost_tanh/ab.out). No exp, no range reduction.
+// tanh on 8 lanes: x P(x^2) / Q(x^2), P and Q cubic (degrees (7, 6) in x), on [-7, 7], and
+// +-tanh(7) = +-(1 - 1.7e-6) beyond; absolute error at most 1.2e-6 in float32, never above 1 in
+// magnitude. The coefficients are a weighted least-squares fit of ours, reweighted towards the
+// minimax error (benchmarks/results/step_cost_tanh/fit_tanh.py). Against the degree (13, 6) fit that
+// Eigen uses (3e-7) it saves three of the fourteen operations of each tanh: 3-6% of the step
+// (step_cost_tanh/ab.out); the rule's state keeps to 3 significant digits in bfloat16 without a
+// measurable cost (benchmarks/results/state_precision*). No exp, no range reduction.
 inline v8 vtanh(v8 x) {
   constexpr float kClamp = 7.0f;
 #ifdef __AVX__
