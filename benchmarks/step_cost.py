@@ -116,7 +116,8 @@ def optimizers(device: str, chunk_size: "int | None" = None) -> dict:
     }
 
 
-def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = None, rule_flops: int = 0) -> dict:
+def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = None, rule_flops: int = 0,
+            pairs: "int | None" = None) -> dict:
     torch.manual_seed(0)
     model = mlp_for(numel).to(device)
     params = list(model.parameters())
@@ -140,9 +141,9 @@ def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = No
             "step_over_forward_backward": step / fwd_bwd,
         }
         if name.startswith("LearnedOptimizer") and rule_flops:
-            pairs = paired_fractions(opt.step, rule_flops * count, device, repeats)
-            row["optimizers"][name]["paired_fractions_of_matmul"] = pairs
-            row["optimizers"][name]["fraction_of_matmul_throughput_paired"] = statistics.median(pairs)
+            fractions = paired_fractions(opt.step, rule_flops * count, device, pairs or repeats)
+            row["optimizers"][name]["paired_fractions_of_matmul"] = fractions
+            row["optimizers"][name]["fraction_of_matmul_throughput_paired"] = statistics.median(fractions)
         with torch.no_grad():  # undo the steps' drift so every optimizer sees the same model
             torch.manual_seed(0)
             reference = mlp_for(numel).to(device)
@@ -158,6 +159,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e4, 1e5, 1e6, 1e7])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=15,
+                        help="(matmul, step) pairs per LearnedOptimizer row for the paired fraction of matmul throughput")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--matmul-precision", default="highest", choices=("highest", "high", "medium"),
                         help="torch.set_float32_matmul_precision for the run: the reference matmul, and on CUDA the "
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.repeats = [1e4], 2
+        args.sizes, args.repeats, args.pairs = [1e4], 2, 2
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(args.matmul_precision)
     try:
@@ -185,7 +188,7 @@ def run(args, argv) -> int:
     flops = rule_flops_per_coordinate(NetConfig())
     rows = []
     for size in args.sizes:
-        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size, flops))
+        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size, flops, args.pairs))
         matmul_readings.append(matmul_flops(args.device))
     peak = max(matmul_readings)
     for row in rows:
@@ -236,7 +239,7 @@ def run(args, argv) -> int:
         f"{min(matmul_readings) / 1e9:.0f}-{peak / 1e9:.0f}, one before and one after each size); copy bandwidth "
         f"{bandwidth / 1e9:.0f} GB/s. Roofline bound of a learned step: max(FLOPs / matmul throughput, bytes / copy "
         "bandwidth), the bytes being the state read and written plus the gradient read and the parameter read and written. "
-        f"Paired: {args.repeats} more steps, each timed right after one matmul, and the ratio of the two FLOP rates per "
+        f"Paired: {args.pairs} more steps, each timed right after one matmul, and the ratio of the two FLOP rates per "
         "pair (on a shared host the throughput drifts within a run; a pair sees one moment)."
         + (f" chunk_size={args.chunk_size}." if args.chunk_size else "")
         + (" LearnedOptimizer runs its C++ step kernel (kernels.lstm_rule_step); the torch path is "

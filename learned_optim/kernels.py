@@ -88,6 +88,9 @@ def module_name(name: str) -> str:
 
 
 def _build(name: str = "lstm_cell"):
+    module = _modules.get(name)
+    if module is not None:  # built: no lock (every optimizer step asks)
+        return module
     with _lock:
         if name in _modules or name in _errors:
             return _modules.get(name)
@@ -202,19 +205,21 @@ def pack_lstm(theta, config) -> list[torch.Tensor]:
     return packed
 
 
-def _padded_readout(theta, config) -> torch.Tensor:
+def pack_readout(theta, config) -> tuple[torch.Tensor, float]:
+    """The readout as the step kernel takes it: w padded with zeros to a multiple of 8 floats, and b."""
     readout = torch.zeros(-(-config.hidden_size // 8) * 8)
     readout[: config.hidden_size] = theta["readout.w"].reshape(-1).detach()
-    return readout
+    return readout, float(theta["readout.b"].reshape(()))
 
 
 def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0, param: torch.Tensor | None = None,
-                   lr: float = 0.0) -> torch.Tensor | None:
+                   lr: float = 0.0, readout: "tuple[torch.Tensor, float] | None" = None) -> torch.Tensor | None:
     """The rule's update for a flat CPU float32 gradient; ``states`` (N, H each) are updated in place.
 
     Coordinates with a non-finite gradient get update 0 and keep their state. With ``param`` (a flat,
     contiguous float32 tensor of N values) nothing is returned: the kernel adds ``lr`` times the update
     to it in place, as ``param.add_(update, alpha=lr)`` would, without the update buffer or a second pass.
+    ``readout``: ``pack_readout(theta, config)``, made once by a caller that steps many tensors (else made here).
     Requires ``cpp_available("rule_step")`` and ``rule_step_supports(config)``.
     """
     into_param = param is not None
@@ -224,10 +229,10 @@ def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0, param
         out = param
     else:
         out = torch.empty_like(grad)
+    readout_w, readout_b = pack_readout(theta, config) if readout is None else readout
     _modules["rule_step"].lstm_rule_step(
-        grad, float(sign), list(states), packed, config.preprocess, float(config.p),
-        _padded_readout(theta, config),
-        float(theta["readout.b"].reshape(())), float(config.output_scale), out, into_param, float(lr),
+        grad, float(sign), list(states), packed, config.preprocess, float(config.p), readout_w,
+        readout_b, float(config.output_scale), out, into_param, float(lr),
     )
     return None if into_param else out
 

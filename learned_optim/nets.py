@@ -40,6 +40,7 @@ path uses ``impl="reference"``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -89,7 +90,7 @@ class NetConfig:
     def input_size(self) -> int:
         return features_lib.num_features(self.preprocess)
 
-    @property
+    @functools.cached_property  # asked for every tensor at every step; a frozen config's names never change
     def state_names(self) -> tuple[str, ...]:
         """Names of the per-coordinate state tensors, in the order step() uses."""
         per_layer = ("h", "c") if self.cell == "lstm" else ("h",)

@@ -180,7 +180,7 @@ class LearnedOptimizer(Optimizer):
         self.compile = compile
         self._network = _compiled_network() if compile else _network
         self._theta_cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
-        self._packed: list[torch.Tensor] | None = None
+        self._packed: "tuple[list[torch.Tensor], tuple[torch.Tensor, float]] | None" = None  # the C++ kernel's weights
         self._triton_packed: dict[torch.device, Any] = {}
         super().__init__(params, dict(lr=lr, maximize=maximize))
 
@@ -284,16 +284,17 @@ class LearnedOptimizer(Optimizer):
         return float(scale) if grad.device.type == "cpu" else scale
 
     def _check_state_fits(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        numel, device, dtype = p.numel(), p.device, self.state_dtype
         for name in self.config.state_names:
             tensor = state[name]
-            if tensor.shape[0] != p.numel():
+            if tensor.shape[0] != numel:
                 raise RuntimeError(
                     f"The state of a parameter of shape {tuple(p.shape)} holds {tensor.shape[0]} coordinates; "
                     "a parameter's size cannot change after its state exists"
                 )
-            if tensor.device != p.device or tensor.dtype != self.state_dtype:
+            if tensor.device != device or tensor.dtype != dtype:
                 # the parameter moved (e.g. model.to("cuda") after a step): its state follows
-                state[name] = tensor.to(device=p.device, dtype=self.state_dtype)
+                state[name] = tensor.to(device=device, dtype=dtype)
 
     # -- the step ------------------------------------------------------------------
 
@@ -468,29 +469,35 @@ class LearnedOptimizer(Optimizer):
         slices of ``chunk_size`` (a float32 copy of the gradient's slice and the update: the only extra memory)."""
         names = self.config.state_names
         if self._packed is None:
-            self._packed = kernels.pack_lstm(self.rule.theta, self.config)
-        theta = self._theta(torch.device("cpu"))
+            self._packed = (kernels.pack_lstm(self.rule.theta, self.config), kernels.pack_readout(self.rule.theta, self.config))
+        packed, readout = self._packed
+        theta, config = self._theta(torch.device("cpu")), self.config
         chunk = self.chunk_for(torch.device("cpu"))
         for p, grad, state, scale in entries:
             sign = (-1.0 if maximize else 1.0) * (1.0 if scale is None else scale)
             flat_grad = grad.reshape(-1)
-            for name in names:
-                if not state[name].is_contiguous():
+            states = [state[name] for name in names]
+            if not all(t.is_contiguous() for t in states):
+                for name in names:
                     state[name] = state[name].contiguous()
+                states = [state[name] for name in names]
             target = p.view(-1)
-            fused = target.dtype == torch.float32  # the kernel adds lr x update to the parameter itself
-            # slices bound the memory of a float32 copy of the gradient and of the update; with neither
-            # (a float32 gradient, the update fused into the parameter) the whole tensor is one call
-            step = p.numel() if fused and flat_grad.dtype == torch.float32 and flat_grad.is_contiguous() else chunk
-            for start in range(0, p.numel(), step):
-                end = min(start + step, p.numel())
+            if target.dtype == torch.float32 and flat_grad.dtype == torch.float32 and flat_grad.is_contiguous():
+                # the kernel adds lr x update to the parameter itself: the whole tensor in one call, nothing allocated
+                kernels.lstm_rule_step(flat_grad, states, packed, theta, config, sign, param=target, lr=lr,
+                                       readout=readout)
+                continue
+            # otherwise in slices, which bound the memory of a float32 copy of the gradient and of the update
+            fused = target.dtype == torch.float32
+            for start in range(0, p.numel(), chunk):
+                end = min(start + chunk, p.numel())
                 g = flat_grad[start:end].to(torch.float32).contiguous()
-                chunk_state = [state[n][start:end] for n in names]
+                chunk_state = [t[start:end] for t in states]
                 if fused:
-                    kernels.lstm_rule_step(g, chunk_state, self._packed, theta, self.config, sign,
-                                           param=target[start:end], lr=lr)
+                    kernels.lstm_rule_step(g, chunk_state, packed, theta, config, sign, param=target[start:end], lr=lr,
+                                           readout=readout)
                 else:
-                    update = kernels.lstm_rule_step(g, chunk_state, self._packed, theta, self.config, sign)
+                    update = kernels.lstm_rule_step(g, chunk_state, packed, theta, config, sign, readout=readout)
                     _add_update(target[start:end], update, lr)
 
     def _run_chunk(self, pieces, names, lr: float, maximize: bool) -> None:

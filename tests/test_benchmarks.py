@@ -237,6 +237,16 @@ def test_state_precision_quick_compares_each_state_dtype_on_the_same_seeds(tmp_p
         assert ratio == pytest.approx(sum(seeds) / sum(reference))
         assert block[name]["ratio_se"] > 0
     assert "| deep_wide 1x20 (default) | 5 | float32 |" in (tmp_path / "state_precision.md").read_text()
+    # the MNIST tasks are also read on the 10,000 test images after each horizon's steps, paired the same way
+    for task in ("mnist_mlp (l2l-mnist)", "deep_wide 1x20 (default)"):
+        for h, by_dtype in data["tasks"][task].items():
+            tests = {name: r["test_loss_per_seed"] for name, r in by_dtype.items()}
+            assert len(tests["float32"]) == 2 and all(0 < t < 5 for t in tests["float32"])
+            for name, r in by_dtype.items():
+                assert 0 < r["test_accuracy"]["mean"] <= 1
+                assert r["test_loss_ratio_to_float32"] == pytest.approx(sum(tests[name]) / sum(tests["float32"]))
+    assert "test_loss" not in data["tasks"]["quadratic (l2l-quadratic)"]["10"]["float32"]  # nothing to evaluate
+    assert "against 2% (test loss)" in (tmp_path / "state_precision.md").read_text()
 
     # each task was kept as it finished; --resume reuses a kept task of the same settings instead of running it
     kept = tmp_path / "state_precision_tasks" / "deep_wide_1x20_default.json"
@@ -261,6 +271,36 @@ def test_state_precision_quick_compares_each_state_dtype_on_the_same_seeds(tmp_p
     assert "| deep_wide 1x20 (default), 1 seeds | 5 | float32 |" in (tmp_path / "state_precision.md").read_text()
     with pytest.raises(SystemExit):
         state_precision.main(["--quick", "--cell-seeds", "1x20=0", "--out", str(tmp_path)])
+
+
+@needs_mnist
+def test_state_precision_seed_shards_assemble_to_the_unsharded_run(tmp_path):
+    """Processes with --seed-shard I/K each keep their seeds and stop; a last --resume run assembles the same
+    report as one process running every seed, and a larger seed count reuses the seeds already kept."""
+    from benchmarks import state_precision
+
+    common = ["--quick", "--no-base-tasks", "--eval-seeds", "3"]
+    assert state_precision.main([*common, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "state_precision.json").read_text())["tasks"]
+    sharded = tmp_path / "sharded"
+    for shard in ("0/2", "1/2"):
+        assert state_precision.main([*common, "--seed-shard", shard, "--out", str(sharded)]) == 0
+        assert not (sharded / "state_precision.json").exists()  # a shard keeps seeds, reports nothing
+    kept = sorted(p.name for p in (sharded / "state_precision_tasks" / "deep_wide_1x20_default").iterdir())
+    assert kept == ["seed_0.json", "seed_1.json", "seed_2.json"]
+    assert state_precision.main([*common, "--resume", "--out", str(sharded)]) == 0
+    assert json.loads((sharded / "state_precision.json").read_text())["tasks"] == whole
+    # one more seed: the three kept are reused (a marker in one shows it), only seed 3 runs
+    seed_0 = sharded / "state_precision_tasks" / "deep_wide_1x20_default" / "seed_0.json"
+    record = json.loads(seed_0.read_text())
+    record["result"]["losses"]["float32"][9] = 50.0
+    seed_0.write_text(json.dumps(record))
+    assert state_precision.main(["--quick", "--no-base-tasks", "--eval-seeds", "4", "--resume", "--out", str(sharded)]) == 0
+    four = json.loads((sharded / "state_precision.json").read_text())["tasks"]["deep_wide 1x20 (default)"]["10"]
+    assert four["float32"]["final_loss_per_seed"][0] == 50.0 and len(four["float32"]["final_loss_per_seed"]) == 4
+    for bad in ("2/2", "x/2", "0/0"):
+        with pytest.raises(SystemExit):
+            state_precision.main([*common, "--seed-shard", bad, "--out", str(tmp_path / "bad")])
 
 
 def test_state_precision_verdict_separates_noise_from_a_real_excess():

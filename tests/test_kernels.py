@@ -141,6 +141,11 @@ def test_fused_update_adds_lr_times_the_update_to_the_parameter(rule, seed, lr, 
     assert torch.equal(fused[where], param[where])
     if lr != 0.0 and len(set(where)) < 300:
         assert not torch.equal(fused, param)
+    # the readout packed once by the caller (as the optimizer does) gives the same bits
+    again, again_state = param.clone(), [s.clone() for s in state]
+    kernels.lstm_rule_step(grad, again_state, packed, theta, config, -0.5, param=again, lr=lr,
+                           readout=kernels.pack_readout(theta, config))
+    assert torch.equal(again, fused) and all(torch.equal(a, b) for a, b in zip(again_state, fused_state))
 
 
 def test_fused_update_refuses_a_parameter_it_cannot_write(rule):

@@ -40,7 +40,9 @@ namespace {
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
 
-inline v8 splat(float x) { return v8{} + x; }
+// x in all 8 lanes, as one broadcast (not "v8{} + x": without -ffast-math that is a real addition of +0
+// per use, one more operation in every row of the gate products).
+inline v8 splat(float x) { return v8{x, x, x, x, x, x, x, x}; }
 
 inline v8 load(const float* p) { return *reinterpret_cast<const v8*>(p); }
 
