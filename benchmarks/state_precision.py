@@ -110,8 +110,10 @@ def cached_task(label: str, task, weights, seeds, horizons, args, reuse: bool, c
     stem = re.sub(r"[^A-Za-z0-9.-]+", "_", label).strip("_")
     tasks = Path(args.out) / "state_precision_tasks"
     saved = tasks / (stem + ".json")
-    if reuse and saved.exists() and json.loads(saved.read_text())["settings"] == same:
-        return json.loads(saved.read_text())
+    if reuse and saved.exists():
+        stored = json.loads(saved.read_text())
+        if stored["settings"] == same:
+            return stored
     index, count = args.seed_shard
     mine = [s for i, s in enumerate(seeds) if i % count == index]
     per_seed = {}
@@ -122,15 +124,13 @@ def cached_task(label: str, task, weights, seeds, horizons, args, reuse: bool, c
     if count > 1:
         return None
 
-    def assemble() -> dict:
-        results = [per_seed[s]["result"] for s in seeds]
-        stacked = {name: torch.tensor([r["losses"][name] for r in results]) for name in DTYPES}
-        return summarize(stacked, horizons, {name: [r["evaluations"][name] for r in results] for name in DTYPES})
-
-    record = kept_run(saved, same, assemble, False, commit)
-    timed = [r["compute_time_s"] for r in per_seed.values() if "compute_time_s" in r]
-    record["compute_time_s"] = round(sum(timed), 1)  # the seeds' compute, wherever and whenever it ran
-    record["git_commit"] = ", ".join(sorted({r["git_commit"] for r in per_seed.values() if "git_commit" in r})) or commit
+    results = [per_seed[s]["result"] for s in seeds]
+    stacked = {name: torch.tensor([r["losses"][name] for r in results]) for name in DTYPES}
+    record = {"settings": same,
+              "result": summarize(stacked, horizons, {name: [r["evaluations"][name] for r in results] for name in DTYPES}),
+              # the seeds' code and compute, wherever and whenever they ran
+              "git_commit": ", ".join(sorted({r["git_commit"] for r in per_seed.values() if "git_commit" in r})) or commit,
+              "compute_time_s": round(sum(r.get("compute_time_s", 0.0) for r in per_seed.values()), 1)}
     write_json(saved, record)
     return record
 
@@ -158,11 +158,10 @@ def to_markdown(data: dict) -> str:
                     counts.setdefault(name, {}).setdefault(said, 0)
                     counts[name][said] += 1
                     if "test_loss" in r:
-                        tested = True
+                        tested, key = True, name + " (test loss)"
                         t_ratio, t_se = r["test_loss_ratio_to_float32"], r["test_ratio_se"]
-                        worst[name + " (test loss)"] = max(worst.get(name + " (test loss)", 0.0), t_ratio)
+                        worst[key] = max(worst.get(key, 0.0), t_ratio)
                         test_said, test_ratio = verdict(t_ratio, t_se), f"{t_ratio:.4f} ± {t_se:.4f}"
-                        key = name + " (test loss)"
                         counts.setdefault(key, {}).setdefault(test_said, 0)
                         counts[key][test_said] += 1
                 seeds = len(r["final_loss_per_seed"])
