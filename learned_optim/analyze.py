@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 
 from . import analysis
-from .features import tensor_scale
+from .features import normalize_per_tensor
 from .optimizer import LearnedOptimizer
 from .tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
@@ -45,12 +45,14 @@ def groups_of(model: torch.nn.Module) -> list[str]:
     return labels
 
 
-def seen(grad: torch.Tensor, config) -> torch.Tensor:
-    """A tensor's gradient as the rule sees it: rescaled under grad_norm="tensor" (see features.py)."""
+def seen(grads: Sequence[torch.Tensor], config) -> torch.Tensor:
+    """A net's gradients, flat in float64, as the rule sees them: rescaled under grad_norm="tensor" (see
+    features.py), each tensor on its own or, with grad_norm_power below 1, partly by the whole net's RMS."""
+    # in float64, as the recording optimizer (state_dtype float64) computes it
+    flat = torch.cat([g.reshape(-1) for g in grads]).double()
     if config.grad_norm == "tensor":
-        # in float64, as the recording optimizer (state_dtype float64) computes it
-        return grad.double() * tensor_scale(grad, config.grad_norm_target, dtype=torch.float64)
-    return grad
+        return normalize_per_tensor(flat, [g.numel() for g in grads], config.grad_norm_target, config.grad_norm_power)
+    return flat
 
 
 def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, coords: int = 256):
@@ -72,7 +74,7 @@ def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, c
             loss = problem.loss(t)
             loss.backward()
             run_losses.append(float(loss.detach()))
-            run_grads.append(torch.cat([seen(p.grad, rule.config).reshape(-1) for p in params])[pick].double())
+            run_grads.append(seen([p.grad for p in params], rule.config)[pick])
             opt.step()
             flat = torch.cat([torch.cat([opt.state[p][n] for n in rule.config.state_names], dim=1) for p in params])
             run_states.append(flat[pick])

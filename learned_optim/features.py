@@ -61,17 +61,28 @@ def preprocess(grad: torch.Tensor, preprocess: str = "log_sign", p: float = 10.0
 
 GRAD_NORMS = ("none", "tensor")
 
+# Partial equalization (``grad_norm_power`` a < 1): each tensor's factor is
+#
+#     target / (RMS_tensor^a · RMS_net^(1-a))
+#
+# where RMS_net is over all the gradients the step updates. a = 1 is the per-tensor
+# rescaling above; a = 0 one factor for the whole net, which keeps the ratios between
+# tensors (a net's output layer often has gradients ten times its first layer's) but
+# not deep nets' orders of magnitude; between them the rule sees part of each
+# tensor's size. Every gradient times one constant still leaves what the rule sees
+# unchanged, whatever a.
 
-def tensor_scale(grad: torch.Tensor, target: float, chunk_size: int | None = None,
-                 dtype: torch.dtype | None = None, reduce_max=None, reduce_sum=None) -> torch.Tensor:
-    """``target / RMS(grad)`` over the finite entries of one tensor's gradient (a 0-dim tensor, no sync).
 
-    1 where there is nothing to normalize (all zero or no finite entry). Computed as
-    amax · RMS(grad / amax), so gradients near float32's smallest normal still scale exactly.
-    With ``chunk_size`` the gradient is read in pieces of that many entries (two passes), so
-    the temporaries are bounded by the chunk, not the tensor; ``dtype``: compute in this dtype.
-    When ``grad`` is one shard of a larger tensor, ``reduce_max`` and ``reduce_sum`` (in-place
-    reductions of a 0-dim tensor across the shards) make the result the whole tensor's.
+def tensor_rms(grad: torch.Tensor, chunk_size: int | None = None, dtype: torch.dtype | None = None,
+               reduce_max=None, reduce_sum=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RMS, count) over the finite entries of one tensor's gradient: 0-dim tensors, no sync.
+
+    RMS 0 where there is no finite nonzero entry. Computed as amax · RMS(grad / amax), so
+    gradients near float32's smallest normal are still exact. With ``chunk_size`` the gradient
+    is read in pieces of that many entries (two passes), so the temporaries are bounded by the
+    chunk, not the tensor; ``dtype``: compute in this dtype. When ``grad`` is one shard of a
+    larger tensor, ``reduce_max`` and ``reduce_sum`` (in-place reductions of a 0-dim tensor
+    across the shards) make both the whole tensor's.
     """
     flat = grad.reshape(-1)
     n = flat.numel()
@@ -98,14 +109,72 @@ def tensor_scale(grad: torch.Tensor, target: float, chunk_size: int | None = Non
         total = total + (clean / safe).square().sum()
     if reduce_sum is not None:
         reduce_sum(total)
-    rms = amax * (total / count.clamp_min(1)).sqrt()
-    # an RMS below target / (the dtype's largest value), as of an all-subnormal float32 gradient, would give an
-    # infinite scale, and every scaled entry would be skipped as non-finite: the largest finite scale instead
+    return amax * (total / count.clamp_min(1)).sqrt(), count
+
+
+def scale_for_rms(rms: torch.Tensor, target: float) -> torch.Tensor:
+    """``target / rms``, 1 where ``rms`` is 0, and at most the dtype's largest finite value.
+
+    An RMS below target / (the dtype's largest value), as of an all-subnormal float32 gradient,
+    would give an infinite scale, and every scaled entry would be skipped as non-finite: the
+    largest finite scale instead.
+    """
     ratio = (target / torch.where(rms > 0, rms, torch.ones_like(rms))).clamp(max=torch.finfo(rms.dtype).max)
     return torch.where(rms > 0, ratio, torch.ones_like(rms))
 
 
-def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float) -> torch.Tensor:
-    """A flat gradient made of tensors of ``sizes`` entries, each rescaled by its ``tensor_scale``."""
+def tensor_scale(grad: torch.Tensor, target: float, chunk_size: int | None = None,
+                 dtype: torch.dtype | None = None, reduce_max=None, reduce_sum=None) -> torch.Tensor:
+    """``target / RMS(grad)`` over the finite entries of one tensor's gradient (a 0-dim tensor, no sync).
+
+    1 where there is nothing to normalize (all zero or no finite entry); see ``tensor_rms`` for
+    the arguments and ``scale_for_rms`` for the cap.
+    """
+    rms, _ = tensor_rms(grad, chunk_size, dtype, reduce_max, reduce_sum)
+    return scale_for_rms(rms, target)
+
+
+def net_rms(rms_and_counts) -> "torch.Tensor | float":
+    """The RMS over all the finite entries of several tensors, from each one's (RMS, count).
+
+    Floats in, a float out (the CPU kernel's values); 0-dim tensors in, a 0-dim float64 tensor on
+    the first one's device out (no sync).
+    """
+    pairs = list(rms_and_counts)
+    if all(isinstance(r, float) for r, _ in pairs):
+        total, count = math.fsum(c * r * r for r, c in pairs), sum(int(c) for _, c in pairs)
+        return math.sqrt(total / max(count, 1))
+    device = next(torch.as_tensor(r).device for r, _ in pairs)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    for r, c in pairs:
+        r = torch.as_tensor(r, dtype=torch.float64).to(device)
+        c = torch.as_tensor(c, dtype=torch.float64).to(device)
+        total, count = total + c * r * r, count + c
+    return (total / count.clamp_min(1)).sqrt()
+
+
+def partial_scale(rms: "torch.Tensor | float", whole: "torch.Tensor | float", target: float,
+                  power: float) -> "torch.Tensor | float":
+    """``target / (rms^power · whole^(1-power))`` as the product of the two capped scales
+    (``scale_for_rms``), so a tensor (or net) with nothing to normalize contributes 1."""
+    if isinstance(rms, float) and isinstance(whole, float):
+        big = torch.finfo(torch.float32).max
+        own = min(target / rms, big) if rms > 0 else 1.0
+        net = min(target / whole, big) if whole > 0 else 1.0
+        return min(own**power * net ** (1 - power), big)
+    rms, whole = torch.as_tensor(rms, dtype=torch.float64), torch.as_tensor(whole, dtype=torch.float64)
+    own, net = scale_for_rms(rms, target), scale_for_rms(whole.to(rms.device), target)
+    return (own**power * net ** (1 - power)).clamp(max=torch.finfo(torch.float32).max)
+
+
+def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: float = 1.0) -> torch.Tensor:
+    """A flat gradient made of tensors of ``sizes`` entries, each rescaled by its ``tensor_scale``
+    (``power`` 1), or by its partial scale against the whole flat gradient's RMS (``power`` < 1)."""
     pieces = flat_grad.split(list(sizes))
-    return torch.cat([piece * tensor_scale(piece, target).to(piece.dtype) for piece in pieces])
+    if power == 1.0:
+        return torch.cat([piece * tensor_scale(piece, target).to(piece.dtype) for piece in pieces])
+    stats = [tensor_rms(piece) for piece in pieces]
+    whole = net_rms(stats)
+    return torch.cat([piece * partial_scale(rms, whole, target, power).to(piece.dtype)
+                      for piece, (rms, _) in zip(pieces, stats)])

@@ -240,12 +240,11 @@ def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0, param
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
-def tensor_scale(grad: torch.Tensor, target: float, reduce_max=None, reduce_sum=None) -> float:
-    """``features.tensor_scale`` for a contiguous CPU float32 gradient in two passes of C++, no temporaries.
+def tensor_rms(grad: torch.Tensor, reduce_max=None, reduce_sum=None) -> tuple[float, int]:
+    """``features.tensor_rms`` for a contiguous CPU float32 gradient in two passes of C++, no temporaries.
 
-    The same formula (target / (amax · RMS(g / amax)) over the finite entries, 1 where there is nothing
-    to normalize), the sum of squares accumulated in double. ``reduce_max``/``reduce_sum`` as there.
-    Requires ``cpp_available("rule_step")``.
+    (amax · RMS(g / amax), count) over the finite entries, the sum of squares accumulated in double.
+    ``reduce_max``/``reduce_sum`` as there. Requires ``cpp_available("rule_step")``.
     """
     module = _modules["rule_step"]
     amax, count = module.finite_amax_count(grad)
@@ -259,5 +258,11 @@ def tensor_scale(grad: torch.Tensor, target: float, reduce_max=None, reduce_sum=
         total_t = torch.tensor(total, dtype=torch.float64)
         reduce_sum(total_t)
         total = float(total_t)
-    rms = amax * math.sqrt(total / max(count, 1))
+    return amax * math.sqrt(total / max(count, 1)), count
+
+
+def tensor_scale(grad: torch.Tensor, target: float, reduce_max=None, reduce_sum=None) -> float:
+    """``features.tensor_scale`` for a contiguous CPU float32 gradient (see ``tensor_rms``): target / RMS,
+    1 where there is nothing to normalize, at most float32's largest value."""
+    rms, _ = tensor_rms(grad, reduce_max, reduce_sum)
     return min(target / rms, FLOAT32_MAX) if rms > 0 else 1.0  # finite in float32, as features.tensor_scale

@@ -168,7 +168,7 @@ class _Optimizee:
 def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None):
     """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it."""
     if net.grad_norm == "tensor":
-        grad = normalize_per_tensor(grad, sizes, net.grad_norm_target)
+        grad = normalize_per_tensor(grad, sizes, net.grad_norm_target, net.grad_norm_power)
     return nets.step(theta, preprocess(grad, net.preprocess, net.p), state, net, impl=impl)
 
 
@@ -669,6 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--grad-norm", default=net_defaults.grad_norm,
                        help="none, or tensor: each optimizee tensor's gradient rescaled to RMS --grad-norm-target first")
     group.add_argument("--grad-norm-target", type=float, default=net_defaults.grad_norm_target)
+    group.add_argument("--grad-norm-power", type=float, default=net_defaults.grad_norm_power,
+                       help="under --grad-norm tensor: the factor is target / (RMS_tensor^a RMS_net^(1-a)); "
+                            "1: each tensor alone, 0: one factor for the whole optimizee")
     group = parser.add_argument_group("task options (only those of the chosen task apply)")
     group.add_argument("--dim", type=int, default=None, help="quadratic: dimension")
     group.add_argument("--init", default=None, help="quadratic: initial θ, zeros or normal")
@@ -710,6 +713,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         output_scale=args.output_scale,
         grad_norm=args.grad_norm,
         grad_norm_target=args.grad_norm_target,
+        grad_norm_power=args.grad_norm_power,
     )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"Invalid device: {args.device!r} (CUDA is not available here; use --device cpu)")

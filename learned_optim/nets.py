@@ -67,6 +67,7 @@ class NetConfig:
     output_scale: float = 0.1  # the readout is multiplied by this
     grad_norm: str = "none"  # "tensor": each parameter tensor's gradient rescaled to RMS grad_norm_target first
     grad_norm_target: float = 1e-3  # the RMS the rule sees under grad_norm="tensor"
+    grad_norm_power: float = 1.0  # under "tensor": target / (RMS_tensor^a RMS_net^(1-a)), see features.py
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -85,6 +86,9 @@ class NetConfig:
         if not (isinstance(self.grad_norm_target, (int, float)) and math.isfinite(self.grad_norm_target)
                 and self.grad_norm_target > 0):
             raise ValueError(f"Invalid grad_norm_target: {self.grad_norm_target!r} (must be a finite number > 0)")
+        if not (isinstance(self.grad_norm_power, (int, float)) and not isinstance(self.grad_norm_power, bool)
+                and 0 <= self.grad_norm_power <= 1):
+            raise ValueError(f"Invalid grad_norm_power: {self.grad_norm_power!r} (must be a number in [0, 1])")
 
     @property
     def input_size(self) -> int:

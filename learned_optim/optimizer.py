@@ -10,7 +10,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import kernels, nets
-from .features import GRAD_NORMS, preprocess, tensor_scale
+from .features import GRAD_NORMS, net_rms, partial_scale, preprocess, tensor_rms, tensor_scale
 from .pretrained import RuleWeights, load_weights
 
 IMPLEMENTATIONS = ("fast", "torch", "reference")
@@ -117,6 +117,11 @@ class LearnedOptimizer(Optimizer):
             card's ``grad_norm``); setting it overrides the rule's own. For a sharded
             (DTensor) parameter the RMS is the whole tensor's, reduced across its shards.
         grad_norm_target: the RMS under ``grad_norm="tensor"`` (default None: the rule's).
+        grad_norm_power: under ``grad_norm="tensor"``, each tensor's factor is
+            ``target / (RMS_tensor^a · RMS_net^(1-a))``, RMS_net over all the gradients of the
+            step (every param group): 1 rescales each tensor alone, 0 the whole net by one
+            factor (default None: the rule's). Below 1 the step reads every gradient's RMS
+            before it updates any tensor (one more pass over the gradients).
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
             steps pay the compilation (seconds; it needs a C++ compiler on the CPU), later
@@ -136,6 +141,7 @@ class LearnedOptimizer(Optimizer):
         state_dtype: torch.dtype = torch.float32,
         grad_norm: Optional[str] = None,
         grad_norm_target: Optional[float] = None,
+        grad_norm_power: Optional[float] = None,
         compile: bool = False,
     ) -> None:
         if isinstance(lr, torch.Tensor):
@@ -168,7 +174,8 @@ class LearnedOptimizer(Optimizer):
         if grad_norm is not None and grad_norm not in GRAD_NORMS:
             raise ValueError(f"Invalid grad_norm: {grad_norm!r} (allowed: {', '.join(GRAD_NORMS)})")
         self.rule = load_weights(weights)
-        overrides = {k: v for k, v in (("grad_norm", grad_norm), ("grad_norm_target", grad_norm_target)) if v is not None}
+        overrides = {k: v for k, v in (("grad_norm", grad_norm), ("grad_norm_target", grad_norm_target),
+                                       ("grad_norm_power", grad_norm_power)) if v is not None}
         # the rule's config with the overrides; NetConfig checks the target
         self.config = dataclasses.replace(self.rule.config, **overrides) if overrides else self.rule.config
         self.chunk_size = chunk_size
@@ -256,8 +263,48 @@ class LearnedOptimizer(Optimizer):
                     )
             else:
                 self._check_state_fits(p, state)
-            entries.append((p, grad, state, self._grad_scale(grad, param.grad)))
+            factor = self._grad_rms(grad, param.grad) if self._partial_norm else self._grad_scale(grad, param.grad)
+            entries.append((p, grad, state, factor))
         return entries
+
+    @property
+    def _partial_norm(self) -> bool:
+        """Whether each tensor's factor needs the whole net's RMS (grad_norm_power below 1)."""
+        return self.config.grad_norm == "tensor" and self.config.grad_norm_power != 1
+
+    def _grad_rms(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None):
+        """(RMS, count) of this tensor's finite gradient entries, by the fastest path on its device.
+
+        Floats on the CPU, 0-dim tensors elsewhere (no sync); for a sharded (DTensor) gradient
+        the whole tensor's, as in ``_grad_scale``.
+        """
+        reduce_max, reduce_sum = _shard_reductions(whole)
+        if (grad.device.type == "cpu" and grad.dtype == torch.float32 and grad.is_contiguous()
+                and self._use_kernel(grad.device)):
+            return kernels.tensor_rms(grad.reshape(-1), reduce_max, reduce_sum)
+        if grad.device.type == "cuda" and grad.dtype == torch.float32 and grad.is_contiguous() and self._use_triton(grad.device):
+            from . import triton_step
+
+            return triton_step.tensor_rms(grad.reshape(-1), reduce_sum)
+        rms, count = tensor_rms(grad, self.chunk_for(grad.device), self._compute_dtype, reduce_max, reduce_sum)
+        return (float(rms), int(count)) if grad.device.type == "cpu" else (rms, count)
+
+    def _partial_scales(self, groups):
+        """The groups' entries with each tensor's (RMS, count) replaced by its factor under grad_norm_power < 1."""
+        stats = [entry[3] for _, entries in groups for entry in entries]
+        if not stats:
+            return groups
+        whole = net_rms(stats)
+        target, power = self.config.grad_norm_target, self.config.grad_norm_power
+
+        def factor(rms, device: torch.device):
+            scale = partial_scale(rms, whole, target, power)
+            if device.type == "cpu":
+                return float(scale)
+            return scale.to(torch.float32 if self._use_triton(device) else self._compute_dtype)
+
+        return [(group, [(p, grad, state, factor(stat[0], p.device)) for p, grad, state, stat in entries])
+                for group, entries in groups]
 
     def _grad_scale(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None) -> "float | torch.Tensor | None":
         """The factor on this tensor's gradient under grad_norm="tensor" (None: no normalization).
@@ -319,6 +366,8 @@ class LearnedOptimizer(Optimizer):
                             f"Non-finite gradient in a parameter of shape {tuple(p.shape)} "
                             f"(param group {g_index}); nothing was updated"
                         )
+        if self._partial_norm:
+            groups = self._partial_scales(groups)
         for group, entries in groups:
             if not entries:
                 continue

@@ -289,15 +289,15 @@ SCALE_BLOCK = 1024  # gradient entries per block of the RMS reduction (8 float64
 SCALE_PROGRAMS = 1024  # at most this many programs (and partial sums): the extra memory does not grow with the tensor
 
 
-def tensor_scale(grad: torch.Tensor, target: float, reduce_sum=None, block: int = SCALE_BLOCK) -> torch.Tensor:
-    """``features.tensor_scale`` of a flat contiguous float32 gradient in one pass and no host sync.
+def tensor_rms(grad: torch.Tensor, reduce_sum=None, block: int = SCALE_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """``features.tensor_rms`` of a flat contiguous float32 gradient in one pass and no host sync.
 
-    target / RMS over the finite entries (1 where there is nothing to normalize), as a 0-dim float32
-    tensor on the gradient's device. The squares are summed in float64, where no float32 value's square
-    overflows or underflows (so no rescaling by the largest entry and no second pass), per program (at most
-    ``SCALE_PROGRAMS``, each over every programs-th block) and then over the programs' partial sums in a fixed
-    order (the same bits on every run). ``reduce_sum``:
-    an in-place sum of a 0-dim tensor across the shards of a sharded gradient (see features.tensor_scale).
+    (RMS, count) over the finite entries, 0-dim float64 and int64 tensors on the gradient's device. The
+    squares are summed in float64, where no float32 value's square overflows or underflows (so no rescaling
+    by the largest entry and no second pass), per program (at most ``SCALE_PROGRAMS``, each over every
+    programs-th block) and then over the programs' partial sums in a fixed order (the same bits on every
+    run). ``reduce_sum``: an in-place sum of a 0-dim tensor across the shards of a sharded gradient (see
+    features.tensor_rms).
     """
     if not _TRITON:
         raise RuntimeError("triton is not installed")
@@ -315,7 +315,13 @@ def tensor_scale(grad: torch.Tensor, target: float, reduce_sum=None, block: int 
     if reduce_sum is not None:
         reduce_sum(total)
         reduce_sum(count)
-    rms = (total / count.clamp_min(1)).sqrt()
+    return (total / count.clamp_min(1)).sqrt(), count
+
+
+def tensor_scale(grad: torch.Tensor, target: float, reduce_sum=None, block: int = SCALE_BLOCK) -> torch.Tensor:
+    """``features.tensor_scale`` of a flat contiguous float32 gradient (see ``tensor_rms``): target / RMS
+    (1 where there is nothing to normalize) as a 0-dim float32 tensor on the gradient's device, no sync."""
+    rms, _ = tensor_rms(grad, reduce_sum, block)
     ratio = (target / torch.where(rms > 0, rms, torch.ones_like(rms))).clamp(max=torch.finfo(torch.float32).max)
     return torch.where(rms > 0, ratio, torch.ones_like(rms)).to(torch.float32)  # finite, as features.tensor_scale
 

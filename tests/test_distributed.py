@@ -13,12 +13,12 @@ from learned_optim import LearnedOptimizer
 STEPS = 5
 
 
-def single_process_reference(mode):
+def single_process_reference(mode, power=None):
     """The same training in one process, on the full batch."""
     model = small_model()
     if mode == "fsdp":
         model.scale = torch.nn.Parameter(model.scale.detach().reshape(1))  # as the worker does
-    opt = LearnedOptimizer(model.parameters())
+    opt = LearnedOptimizer(model.parameters(), grad_norm_power=power)
     for t in range(STEPS):
         x, y = batch(t)
         opt.zero_grad()
@@ -27,10 +27,12 @@ def single_process_reference(mode):
     return [p.detach() for p in model.parameters()], [opt.state[p] for p in model.parameters()]
 
 
-def run_torchrun(mode, tmp_path):
+def run_torchrun(mode, tmp_path, power=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(REPO / "tests" / "dist_worker.py"), mode, str(tmp_path), str(STEPS)]
+    if power is not None:
+        command.append(str(power))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -54,9 +56,10 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_full_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_shards_the_state_and_matches_one_process(tmp_path):
-    ranks = run_torchrun("fsdp", tmp_path)
-    ref_params, ref_states = single_process_reference("fsdp")
+@pytest.mark.parametrize("power", [None, 0.5])  # None: the default rule's per-tensor RMS; 0.5: the net's RMS too
+def test_fsdp2_shards_the_state_and_matches_one_process(tmp_path, power):
+    ranks = run_torchrun("fsdp", tmp_path, power)
+    ref_params, ref_states = single_process_reference("fsdp", power)
     for a, b, ref in zip(ranks[0]["params"], ranks[1]["params"], ref_params):
         assert torch.equal(a, b)  # the gathered parameters agree
         torch.testing.assert_close(a, ref, rtol=1e-4, atol=1e-5)

@@ -160,14 +160,17 @@ def test_fused_update_refuses_a_parameter_it_cannot_write(rule):
 @given(n=st.integers(1, 300_000), seed=st.integers(0, 2**16), nonfinite=st.integers(0, 5),
        magnitude=st.sampled_from([1e-38, 1e-20, 1.0, 1e30]))
 def test_cpp_tensor_scale_matches_the_torch_one(n, seed, nonfinite, magnitude):
-    """kernels.tensor_scale: features.tensor_scale's value (to float32 rounding), non-finite entries ignored."""
-    from learned_optim.features import tensor_scale
+    """kernels.tensor_scale and tensor_rms: features' values (to float32 rounding), non-finite entries ignored."""
+    from learned_optim.features import tensor_rms, tensor_scale
 
     gen = torch.Generator().manual_seed(seed)
     grad = torch.randn(n, generator=gen) * torch.exp(torch.randn(n, generator=gen) * 2) * magnitude
     grad[torch.randint(0, n, (nonfinite,), generator=gen)] = torch.tensor([math.nan, math.inf, -math.inf]).repeat(2)[:nonfinite]
     expected = float(tensor_scale(grad, 0.3, chunk_size=4096))
     assert kernels.tensor_scale(grad, 0.3) == pytest.approx(expected, rel=1e-5)
+    rms, count = tensor_rms(grad, chunk_size=4096)  # the RMS and count grad_norm_power < 1 combines across tensors
+    assert kernels.tensor_rms(grad) == (pytest.approx(float(rms), rel=1e-5), int(torch.isfinite(grad).sum()))
+    assert int(count) == int(torch.isfinite(grad).sum())
 
 
 def test_cpp_tensor_scale_is_one_where_there_is_nothing_to_normalize():

@@ -388,6 +388,9 @@ def test_tensor_scale_matches_the_torch_one(device, n, seed, nonfinite, magnitud
     torch.testing.assert_close(got.cpu(), exact, rtol=2e-6, atol=0)
     if magnitude > 1e-40:  # all-subnormal: the float32 torch version loses bits in its rescaling by the largest entry
         torch.testing.assert_close(got.cpu(), tensor_scale(grad, 0.3), rtol=2e-6, atol=0)
+    got_rms, got_count = triton_step.tensor_rms(grad.to(device), block=block)  # what grad_norm_power < 1 combines
+    assert got_rms.dtype == torch.float64 and int(got_count) == finite.numel()
+    assert float(got_rms) == pytest.approx(rms, rel=1e-12)
 
 
 def test_tensor_scale_partial_sums_do_not_grow_with_the_tensor(device, monkeypatch):
