@@ -120,8 +120,8 @@ class LearnedOptimizer(Optimizer):
         grad_norm_power: under ``grad_norm="tensor"``, each tensor's factor is
             ``target / (RMS_tensor^a · RMS_net^(1-a))``, RMS_net over all the gradients of the
             step (every param group): 1 rescales each tensor alone, 0 the whole net by one
-            factor (default None: the rule's). Below 1 the step reads every gradient's RMS
-            before it updates any tensor (one more pass over the gradients).
+            factor (default None: the rule's). RMS_net is combined from the per-tensor RMS
+            and finite counts the step reads anyway (no extra pass over the gradients).
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
             steps pay the compilation (seconds; it needs a C++ compiler on the CPU), later
