@@ -279,15 +279,26 @@ class LearnedOptimizer(Optimizer):
         the whole tensor's, as in ``_grad_scale``.
         """
         reduce_max, reduce_sum = _shard_reductions(whole)
-        if (grad.device.type == "cpu" and grad.dtype == torch.float32 and grad.is_contiguous()
-                and self._use_kernel(grad.device)):
+        path = self._reduction_path(grad)
+        if path == "cpp":
             return kernels.tensor_rms(grad.reshape(-1), reduce_max, reduce_sum)
-        if grad.device.type == "cuda" and grad.dtype == torch.float32 and grad.is_contiguous() and self._use_triton(grad.device):
+        if path == "triton":
             from . import triton_step
 
             return triton_step.tensor_rms(grad.reshape(-1), reduce_sum)
         rms, count = tensor_rms(grad, self.chunk_for(grad.device), self._compute_dtype, reduce_max, reduce_sum)
         return (float(rms), int(count)) if grad.device.type == "cpu" else (rms, count)
+
+    def _reduction_path(self, grad: torch.Tensor) -> str:
+        """Which reduction reads a gradient's RMS: "cpp" (two passes of C++ over a CPU float32 gradient, no
+        temporaries), "triton" (one pass on CUDA, squares summed in float64, no sync), or "torch" (chunked
+        torch ops: the step's extra memory stays bounded by chunk_size)."""
+        if grad.dtype == torch.float32 and grad.is_contiguous():
+            if grad.device.type == "cpu" and self._use_kernel(grad.device):
+                return "cpp"
+            if grad.device.type == "cuda" and self._use_triton(grad.device):
+                return "triton"
+        return "torch"
 
     def _partial_scales(self, groups):
         """The groups' entries with each tensor's (RMS, count) replaced by its factor under grad_norm_power < 1."""
@@ -316,14 +327,12 @@ class LearnedOptimizer(Optimizer):
         if self.config.grad_norm == "none":
             return None
         reduce_max, reduce_sum = _shard_reductions(whole)
-        if (grad.device.type == "cpu" and grad.dtype == torch.float32 and grad.is_contiguous()
-                and self._use_kernel(grad.device)):
-            # two passes of C++ over the gradient, no temporaries
+        path = self._reduction_path(grad)
+        if path == "cpp":
             return kernels.tensor_scale(grad.reshape(-1), self.config.grad_norm_target, reduce_max, reduce_sum)
-        if grad.device.type == "cuda" and grad.dtype == torch.float32 and grad.is_contiguous() and self._use_triton(grad.device):
+        if path == "triton":
             from . import triton_step
 
-            # one Triton pass, squares summed in float64: no rescaling pass, no temporaries, no sync
             return triton_step.tensor_scale(grad.reshape(-1), self.config.grad_norm_target, reduce_sum)
         # read in chunks: the step's extra memory stays bounded by chunk_size
         scale = tensor_scale(grad, self.config.grad_norm_target, self.chunk_for(grad.device), self._compute_dtype,
