@@ -178,3 +178,34 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
     whole = net_rms(stats)
     return torch.cat([piece * partial_scale(rms, whole, target, power).to(piece.dtype)
                       for piece, (rms, _) in zip(pieces, stats)])
+
+
+# -- where a tensor's gradient sits in the net -------------------------------------------
+#
+# Per-tensor normalization shows the rule every tensor at one scale, and with it the rule
+# cannot tell a net's output layer (whose gradients are often ten times the hidden layers')
+# from its first layer. With ``tensor_rms_input`` each coordinate gets one more input, the
+# same for all of a tensor's coordinates: log(RMS_tensor / RMS_net) / p, on the scale of
+# log_sign's first feature, RMS_net over all the gradients of the step. Invariant to a
+# common factor on all gradients, like the normalization. A tensor with no finite nonzero
+# entry (or a net with none) gets 0.
+
+
+def log_rms_ratio(rms: "torch.Tensor | float", whole: "torch.Tensor | float", p: float) -> "torch.Tensor | float":
+    """``log(rms / whole) / p``, 0 where either is 0."""
+    if isinstance(rms, float) and isinstance(whole, float):
+        return math.log(rms / whole) / p if rms > 0 and whole > 0 else 0.0
+    rms, whole = torch.as_tensor(rms, dtype=torch.float64), torch.as_tensor(whole, dtype=torch.float64).to(
+        torch.as_tensor(rms).device)
+    ok = (rms > 0) & (whole > 0)
+    one = torch.ones_like(rms)
+    return torch.where(ok, (torch.where(ok, rms, one) / torch.where(ok, whole, one)).log() / p, torch.zeros_like(rms))
+
+
+def tensor_rms_column(flat_grad: torch.Tensor, sizes, p: float) -> torch.Tensor:
+    """The ``tensor_rms_input`` feature of a flat gradient made of tensors of ``sizes`` entries: shape (N, 1)."""
+    pieces = flat_grad.split(list(sizes))
+    stats = [tensor_rms(piece) for piece in pieces]
+    whole = net_rms(stats)
+    values = torch.stack([torch.as_tensor(log_rms_ratio(rms, whole, p)) for rms, _ in stats]).to(flat_grad.dtype)
+    return values.repeat_interleave(torch.tensor(list(sizes), device=flat_grad.device)).unsqueeze(1)

@@ -205,6 +205,16 @@ def pack_lstm(theta, config) -> list[torch.Tensor]:
     return packed
 
 
+def pack_bias_shift(column: torch.Tensor, config) -> torch.Tensor:
+    """A (4 H,) vector added to layer 0's gate biases, as the row ``pack_lstm`` makes of them (4 Hp,): adding
+    ``x`` times this row to the last row of layer 0's packed weights is adding ``x * column`` to its biases."""
+    hidden = config.hidden_size
+    scale = torch.tensor([0.5, 0.5, 1.0, 0.5]).repeat_interleave(hidden)
+    row = torch.zeros(4 * (-(-hidden // 4) * 4))
+    row[_packed_columns(hidden).reshape(-1)] = column.detach().to(device="cpu", dtype=torch.float32) * scale
+    return row
+
+
 def pack_readout(theta, config) -> tuple[torch.Tensor, float]:
     """The readout as the step kernel takes it: w padded with zeros to a multiple of 8 floats, and b."""
     readout = torch.zeros(-(-config.hidden_size // 8) * 8)

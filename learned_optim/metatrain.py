@@ -45,7 +45,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__, nets
-from .features import normalize_per_tensor, preprocess
+from .features import normalize_per_tensor, preprocess, tensor_rms_column
 from .nets import NetConfig
 from .pretrained import atomic_write, header_metadata, save_weights
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
@@ -167,9 +167,13 @@ class _Optimizee:
 
 def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None):
     """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it."""
+    column = tensor_rms_column(grad, sizes, net.p) if net.tensor_rms_input else None
     if net.grad_norm == "tensor":
         grad = normalize_per_tensor(grad, sizes, net.grad_norm_target, net.grad_norm_power)
-    return nets.step(theta, preprocess(grad, net.preprocess, net.p), state, net, impl=impl)
+    x = preprocess(grad, net.preprocess, net.p)
+    if column is not None:
+        x = torch.cat([x, column.to(x.dtype)], dim=1)
+    return nets.step(theta, x, state, net, impl=impl)
 
 
 def cell_impl(kernel: str) -> str:
@@ -672,6 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--grad-norm-power", type=float, default=net_defaults.grad_norm_power,
                        help="under --grad-norm tensor: the factor is target / (RMS_tensor^a RMS_net^(1-a)); "
                             "1: each tensor alone, 0: one factor for the whole optimizee")
+    group.add_argument("--tensor-rms-input", action="store_true",
+                       help="one more input per coordinate: log(RMS_tensor / RMS_net) / p of its tensor's gradient")
     group = parser.add_argument_group("task options (only those of the chosen task apply)")
     group.add_argument("--dim", type=int, default=None, help="quadratic: dimension")
     group.add_argument("--init", default=None, help="quadratic: initial θ, zeros or normal")
@@ -714,6 +720,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         grad_norm=args.grad_norm,
         grad_norm_target=args.grad_norm_target,
         grad_norm_power=args.grad_norm_power,
+        tensor_rms_input=args.tensor_rms_input,
     )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"Invalid device: {args.device!r} (CUDA is not available here; use --device cpu)")

@@ -68,6 +68,7 @@ class NetConfig:
     grad_norm: str = "none"  # "tensor": each parameter tensor's gradient rescaled to RMS grad_norm_target first
     grad_norm_target: float = 1e-3  # the RMS the rule sees under grad_norm="tensor"
     grad_norm_power: float = 1.0  # under "tensor": target / (RMS_tensor^a RMS_net^(1-a)), see features.py
+    tensor_rms_input: bool = False  # one more input: log(RMS_tensor / RMS_net) / p of the raw gradient, see features.py
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -89,10 +90,12 @@ class NetConfig:
         if not (isinstance(self.grad_norm_power, (int, float)) and not isinstance(self.grad_norm_power, bool)
                 and 0 <= self.grad_norm_power <= 1):
             raise ValueError(f"Invalid grad_norm_power: {self.grad_norm_power!r} (must be a number in [0, 1])")
+        if not isinstance(self.tensor_rms_input, bool):
+            raise ValueError(f"Invalid tensor_rms_input: {self.tensor_rms_input!r} (must be True or False)")
 
     @property
     def input_size(self) -> int:
-        return features_lib.num_features(self.preprocess)
+        return features_lib.num_features(self.preprocess) + int(self.tensor_rms_input)
 
     @functools.cached_property  # asked for every tensor at every step; a frozen config's names never change
     def state_names(self) -> tuple[str, ...]:

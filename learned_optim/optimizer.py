@@ -10,7 +10,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import kernels, nets
-from .features import GRAD_NORMS, net_rms, partial_scale, preprocess, tensor_rms, tensor_scale
+from .features import GRAD_NORMS, log_rms_ratio, net_rms, partial_scale, preprocess, tensor_rms, tensor_scale
 from .pretrained import RuleWeights, load_weights
 
 IMPLEMENTATIONS = ("fast", "torch", "reference")
@@ -122,6 +122,10 @@ class LearnedOptimizer(Optimizer):
             step (every param group): 1 rescales each tensor alone, 0 the whole net by one
             factor (default None: the rule's). RMS_net is combined from the per-tensor RMS
             and finite counts the step reads anyway (no extra pass over the gradients).
+            A rule meta-trained with ``tensor_rms_input`` (set in its card, not here) also sees,
+            beside each coordinate's gradient, log(RMS_tensor / RMS_net) / p of its tensor's raw
+            gradient, from the same per-tensor RMS; the C++ and Triton kernels take that input,
+            constant over a tensor, as a shift of layer 0's gate biases.
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
             steps pay the compilation (seconds; it needs a C++ compiler on the CPU), later
@@ -263,14 +267,16 @@ class LearnedOptimizer(Optimizer):
                     )
             else:
                 self._check_state_fits(p, state)
-            factor = self._grad_rms(grad, param.grad) if self._partial_norm else self._grad_scale(grad, param.grad)
+            factor = self._grad_rms(grad, param.grad) if self._needs_net_rms else self._grad_scale(grad, param.grad)
             entries.append((p, grad, state, factor))
         return entries
 
     @property
-    def _partial_norm(self) -> bool:
-        """Whether each tensor's factor needs the whole net's RMS (grad_norm_power below 1)."""
-        return self.config.grad_norm == "tensor" and self.config.grad_norm_power != 1
+    def _needs_net_rms(self) -> bool:
+        """Whether the step needs the whole net's RMS: for each tensor's factor (grad_norm_power below 1) or for
+        the rule's tensor_rms_input."""
+        partial = self.config.grad_norm == "tensor" and self.config.grad_norm_power != 1
+        return partial or self.config.tensor_rms_input
 
     def _grad_rms(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None):
         """(RMS, count) of this tensor's finite gradient entries, by the fastest path on its device.
@@ -300,21 +306,27 @@ class LearnedOptimizer(Optimizer):
                 return "triton"
         return "torch"
 
-    def _partial_scales(self, groups):
-        """The groups' entries with each tensor's (RMS, count) replaced by its factor under grad_norm_power < 1."""
+    def _net_terms(self, groups):
+        """The groups' entries with each tensor's (RMS, count) replaced by its factor (None without grad_norm) and
+        its shift: the tensor_rms_input value log(RMS_tensor / RMS_net) / p, None for a rule without that input."""
         stats = [entry[3] for _, entries in groups for entry in entries]
         if not stats:
             return groups
         whole = net_rms(stats)
-        target, power = self.config.grad_norm_target, self.config.grad_norm_power
+        config = self.config
+        target, power = config.grad_norm_target, config.grad_norm_power
 
-        def factor(rms, device: torch.device):
-            scale = partial_scale(rms, whole, target, power)
+        def on(value, device: torch.device):
             if device.type == "cpu":
-                return float(scale)
-            return scale.to(torch.float32 if self._use_triton(device) else self._compute_dtype)
+                return float(value)
+            return torch.as_tensor(value).to(torch.float32 if self._use_triton(device) else self._compute_dtype)
 
-        return [(group, [(p, grad, state, factor(stat[0], p.device)) for p, grad, state, stat in entries])
+        def terms(rms, device: torch.device):
+            factor = on(partial_scale(rms, whole, target, power), device) if config.grad_norm == "tensor" else None
+            shift = on(log_rms_ratio(rms, whole, config.p), device) if config.tensor_rms_input else None
+            return factor, shift
+
+        return [(group, [(p, grad, state, *terms(stat[0], p.device)) for p, grad, state, stat in entries])
                 for group, entries in groups]
 
     def _grad_scale(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None) -> "float | torch.Tensor | None":
@@ -369,14 +381,16 @@ class LearnedOptimizer(Optimizer):
         groups = [(group, self._init_group(group)) for group in self.param_groups]
         if self.nonfinite == "raise":
             for g_index, (_, entries) in enumerate(groups):
-                for p, grad, _, _ in entries:
+                for p, grad, *_ in entries:
                     if not torch.isfinite(grad).all():
                         raise FloatingPointError(
                             f"Non-finite gradient in a parameter of shape {tuple(p.shape)} "
                             f"(param group {g_index}); nothing was updated"
                         )
-        if self._partial_norm:
-            groups = self._partial_scales(groups)
+        if self._needs_net_rms:
+            groups = self._net_terms(groups)
+        else:
+            groups = [(group, [(*entry, None) for entry in entries]) for group, entries in groups]
         for group, entries in groups:
             if not entries:
                 continue
@@ -387,9 +401,11 @@ class LearnedOptimizer(Optimizer):
                 self._fast_update(entries, lr, group["maximize"])
         return loss
 
-    def _rule(self, grad: torch.Tensor, state: nets.State) -> tuple[torch.Tensor, nets.State]:
+    def _rule(self, grad: torch.Tensor, state: nets.State, column: "torch.Tensor | None" = None
+              ) -> tuple[torch.Tensor, nets.State]:
         """The rule on a flat gradient (already in the compute dtype), with the non-finite policy.
 
+        ``column``: the tensor_rms_input feature of every row, (N, 1), for a rule that has that input.
         The new state comes back in the compute dtype; callers store it in the state dtype.
         """
         theta = self._theta(grad.device)
@@ -399,9 +415,9 @@ class LearnedOptimizer(Optimizer):
         finite = torch.isfinite(grad)
         # on the CPU the check is cheap; on accelerators the masked form avoids a sync
         if grad.device.type == "cpu" and bool(finite.all()):
-            return self._network(theta, grad, state, config, impl)
+            return self._network(theta, grad, state, config, impl, column)
         clean = torch.where(finite, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-        update, new_state = self._network(theta, clean, state, config, impl)
+        update, new_state = self._network(theta, clean, state, config, impl, column)
         update = torch.where(finite, update, torch.zeros((), dtype=update.dtype, device=update.device))
         keep = finite.unsqueeze(1)
         return update, tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
@@ -414,15 +430,22 @@ class LearnedOptimizer(Optimizer):
 
     def _reference_update(self, entries, lr: float, maximize: bool) -> None:
         """One tensor at a time, following the math: the readable reference."""
-        for p, grad, state, scale in entries:
+        for p, grad, state, scale, shift in entries:
             state["step"] += 1
-            self._update_tensor(p, grad, state, scale, lr, maximize)
+            self._update_tensor(p, grad, state, scale, shift, lr, maximize)
 
-    def _update_tensor(self, p, grad, state, scale, lr: float, maximize: bool) -> None:
+    def _column(self, shift, rows: int, device: torch.device) -> "torch.Tensor | None":
+        """The tensor_rms_input feature of ``rows`` coordinates of one tensor (None for a rule without it)."""
+        if shift is None:
+            return None
+        return torch.as_tensor(shift, dtype=self._compute_dtype).to(device).expand(rows, 1)
+
+    def _update_tensor(self, p, grad, state, scale, shift, lr: float, maximize: bool) -> None:
         names = self.config.state_names
         if p.numel() == 0:
             return
-        update, new_state = self._rule(self._flat_grad(grad, maximize, scale), tuple(state[n] for n in names))
+        update, new_state = self._rule(self._flat_grad(grad, maximize, scale), tuple(state[n] for n in names),
+                                       self._column(shift, p.numel(), p.device))
         for name, tensor in zip(names, new_state):
             state[name] = tensor.to(self.state_dtype)
         _add_update(p, update.view(p.shape), lr)
@@ -436,15 +459,15 @@ class LearnedOptimizer(Optimizer):
         """
         names = self.config.state_names
         by_device: dict[torch.device, list] = {}
-        for p, grad, state, scale in entries:
+        for p, grad, state, scale, shift in entries:
             state["step"] += 1
             if p.numel() == 0:
                 continue
             if not p.is_contiguous():
                 # no flat view to write into: this tensor goes the reference way
-                self._update_tensor(p, grad, state, scale, lr, maximize)
+                self._update_tensor(p, grad, state, scale, shift, lr, maximize)
                 continue
-            by_device.setdefault(p.device, []).append((p, grad, state, scale))
+            by_device.setdefault(p.device, []).append((p, grad, state, scale, shift))
 
         for device, device_entries in by_device.items():
             if self._use_kernel(device):
@@ -453,14 +476,14 @@ class LearnedOptimizer(Optimizer):
             if self._use_triton(device):
                 self._triton_update(device_entries, lr, maximize)
                 continue
-            pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], Any, int, int]] = []
+            pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], Any, Any, int, int]] = []
             filled, chunk = 0, self.chunk_for(device)
-            for p, grad, state, scale in device_entries:
+            for p, grad, state, scale, shift in device_entries:
                 flat_grad = grad.reshape(-1)
                 start, numel = 0, p.numel()
                 while start < numel:
                     take = min(numel - start, chunk - filled)
-                    pending.append((p, flat_grad, state, scale, start, start + take))
+                    pending.append((p, flat_grad, state, scale, shift, start, start + take))
                     filled += take
                     start += take
                     if filled == chunk:
@@ -498,9 +521,17 @@ class LearnedOptimizer(Optimizer):
         device = entries[0][0].device
         packed = self._triton_packed.get(device)
         if packed is None:
-            packed = self._triton_packed[device] = triton_step.pack(self.rule.theta, self.config, device)
+            theta, config, column = _fold_tensor_rms_input(self.rule.theta, self.config)
+            packed = triton_step.pack(theta, config, device)
+            shift_row = None if column is None else triton_step.pack_bias_shift(column, config, device)
+            packed = self._triton_packed[device] = (packed, shift_row)
+        packed, shift_row = packed
+        config = _base_config(self.config)
         chunk, precision = self.chunk_for(device), triton_step.torch_precision()
-        for p, grad, state, scale in entries:
+        for p, grad, state, scale, shift in entries:
+            # the tensor_rms_input feature is one number for the whole tensor: a shift of layer 0's gate biases
+            tensor_packed = packed if shift is None else dataclasses.replace(
+                packed, bias=packed.bias + torch.as_tensor(shift, dtype=torch.float32).to(device) * shift_row)
             for name in names:
                 if not state[name].is_contiguous():
                     state[name] = state[name].contiguous()
@@ -516,7 +547,7 @@ class LearnedOptimizer(Optimizer):
                 end = min(start + step, p.numel())
                 g = flat_grad[start:end].to(torch.float32).contiguous()
                 states = [state[n][start:end] for n in names]
-                update = triton_step.lstm_rule_step(g, states, packed, self.config, sign, scale=scale, lr=lr,
+                update = triton_step.lstm_rule_step(g, states, tensor_packed, config, sign, scale=scale, lr=lr,
                                                     param=target[start:end] if fused else None,
                                                     input_precision=precision)
                 if not fused:
@@ -527,11 +558,19 @@ class LearnedOptimizer(Optimizer):
         slices of ``chunk_size`` (a float32 copy of the gradient's slice and the update: the only extra memory)."""
         names = self.config.state_names
         if self._packed is None:
-            self._packed = (kernels.pack_lstm(self.rule.theta, self.config), kernels.pack_readout(self.rule.theta, self.config))
-        packed, readout = self._packed
-        theta, config = self._theta(torch.device("cpu")), self.config
+            theta, config, column = _fold_tensor_rms_input(self.rule.theta, self.config)
+            shift_row = None if column is None else kernels.pack_bias_shift(column, config)
+            self._packed = (kernels.pack_lstm(theta, config), kernels.pack_readout(theta, config), shift_row)
+        base_packed, readout, shift_row = self._packed
+        theta, config = self._theta(torch.device("cpu")), _base_config(self.config)
         chunk = self.chunk_for(torch.device("cpu"))
-        for p, grad, state, scale in entries:
+        for p, grad, state, scale, shift in entries:
+            packed = base_packed
+            if shift is not None:
+                # the tensor_rms_input feature is one number for the whole tensor: a shift of layer 0's gate biases
+                first = base_packed[0].clone()
+                first[-1].add_(shift_row, alpha=shift)
+                packed = [first, *base_packed[1:]]
             sign = (-1.0 if maximize else 1.0) * (1.0 if scale is None else scale)
             flat_grad = grad.reshape(-1)
             states = [state[name] for name in names]
@@ -560,15 +599,19 @@ class LearnedOptimizer(Optimizer):
 
     def _run_chunk(self, pieces, names, lr: float, maximize: bool) -> None:
         if len(pieces) == 1:
-            p, flat_grad, state, scale, s, e = pieces[0]
+            p, flat_grad, state, scale, shift, s, e = pieces[0]
             grad = self._flat_grad(flat_grad[s:e], maximize, scale)
             chunk_state = tuple(state[n][s:e] for n in names)
+            column = self._column(shift, e - s, grad.device)
         else:
-            grad = torch.cat([self._flat_grad(fg[s:e], maximize, scale) for _, fg, _, scale, s, e in pieces])
-            chunk_state = tuple(torch.cat([st[n][s:e] for _, _, st, _, s, e in pieces]) for n in names)
-        update, new_state = self._rule(grad, chunk_state)
+            grad = torch.cat([self._flat_grad(fg[s:e], maximize, scale) for _, fg, _, scale, _, s, e in pieces])
+            chunk_state = tuple(torch.cat([st[n][s:e] for _, _, st, _, _, s, e in pieces]) for n in names)
+            column = None
+            if self.config.tensor_rms_input:
+                column = torch.cat([self._column(shift, e - s, grad.device) for _, _, _, _, shift, s, e in pieces])
+        update, new_state = self._rule(grad, chunk_state, column)
         offset = 0
-        for p, _, state, _, s, e in pieces:
+        for p, _, state, _, _, s, e in pieces:
             rows = slice(offset, offset + e - s)
             for name, tensor in zip(names, new_state):
                 state[name][s:e].copy_(tensor[rows])
@@ -655,9 +698,30 @@ class LearnedOptimizer(Optimizer):
                 self.state[p][key] = value.detach().to(device=_local(p).device, dtype=self.state_dtype, copy=True)
 
 
-def _network(theta, grad, state, config, impl):
-    """The rule on a flat, finite gradient: preprocessing, then the network's step."""
-    return nets.step(theta, preprocess(grad, config.preprocess, config.p), state, config, impl=impl)
+def _network(theta, grad, state, config, impl, column=None):
+    """The rule on a flat, finite gradient: preprocessing (and the tensor_rms_input ``column``), then the network's
+    step."""
+    x = preprocess(grad, config.preprocess, config.p)
+    if column is not None:
+        x = torch.cat([x, column.to(x.dtype)], dim=1)
+    return nets.step(theta, x, state, config, impl=impl)
+
+
+def _base_config(config: nets.NetConfig) -> nets.NetConfig:
+    """The config without the tensor_rms_input feature (what the kernels compute, that input folded into the biases)."""
+    return dataclasses.replace(config, tensor_rms_input=False) if config.tensor_rms_input else config
+
+
+def _fold_tensor_rms_input(theta, config):
+    """(theta, config, column) for the kernels: a rule with tensor_rms_input as the rule without it plus ``column``,
+    layer 0's input weights on that feature (4H,). The feature is constant over a tensor, so for each tensor it adds
+    ``feature * column`` to layer 0's gate biases. Without the input: (theta, config, None)."""
+    if not config.tensor_rms_input:
+        return theta, config, None
+    theta = dict(theta)
+    w_ih = theta["cells.0.w_ih"]
+    theta["cells.0.w_ih"] = w_ih[:, :-1]
+    return theta, _base_config(config), w_ih[:, -1]
 
 
 _COMPILED = None

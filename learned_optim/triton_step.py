@@ -170,6 +170,15 @@ def pack(theta, config, device) -> PackedLSTM:
     )
 
 
+def pack_bias_shift(column: torch.Tensor, config, device) -> torch.Tensor:
+    """A (4 H,) vector added to layer 0's gate biases, laid out as ``PackedLSTM.bias`` (L, 4 HP): adding ``x`` times
+    this to ``bias`` is adding ``x * column`` to layer 0's biases."""
+    hidden, hp = config.hidden_size, padded_hidden(config.hidden_size)
+    shift = torch.zeros(config.num_layers, 4, hp)
+    shift[0, :, :hidden] = column.detach().to(device="cpu", dtype=torch.float32).reshape(4, hidden)
+    return shift.reshape(config.num_layers, 4 * hp).to(device).contiguous()
+
+
 if _TRITON:
 
     @triton.jit

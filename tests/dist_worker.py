@@ -1,6 +1,6 @@
 """Run by torchrun from test_distributed.py: N steps of LearnedOptimizer under DDP or FSDP2, each rank saving its view.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py {ddp,fsdp} OUT_DIR STEPS [GRAD_NORM_POWER]
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py {ddp,fsdp} OUT_DIR STEPS [GRAD_NORM_POWER | input]
 """
 
 import sys
@@ -9,11 +9,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from conftest import batch, small_model
-from learned_optim import LearnedOptimizer
+from conftest import batch, distributed_optimizer, small_model
 
 
-def main(mode: str, out: Path, steps: int, power: float | None = None) -> None:
+def main(mode: str, out: Path, steps: int, option: str | None = None) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
@@ -27,7 +26,7 @@ def main(mode: str, out: Path, steps: int, power: float | None = None) -> None:
 
         model.scale = torch.nn.Parameter(model.scale.detach().reshape(1))  # fully_shard refuses 0-d parameters
         wrapped = fully_shard(model)
-    opt = LearnedOptimizer(wrapped.parameters(), grad_norm_power=power)
+    opt = distributed_optimizer(wrapped.parameters(), option)
     for t in range(steps):
         x, y = batch(t)
         rows = slice(rank * len(x) // world, (rank + 1) * len(x) // world)  # this rank's share of the batch
@@ -44,4 +43,4 @@ def main(mode: str, out: Path, steps: int, power: float | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else None)
+    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)

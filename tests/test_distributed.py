@@ -7,8 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, batch, small_model
-from learned_optim import LearnedOptimizer
+from conftest import REPO, batch, distributed_optimizer, small_model
 
 STEPS = 5
 
@@ -18,7 +17,7 @@ def single_process_reference(mode, power=None):
     model = small_model()
     if mode == "fsdp":
         model.scale = torch.nn.Parameter(model.scale.detach().reshape(1))  # as the worker does
-    opt = LearnedOptimizer(model.parameters(), grad_norm_power=power)
+    opt = distributed_optimizer(model.parameters(), power)
     for t in range(STEPS):
         x, y = batch(t)
         opt.zero_grad()
@@ -56,7 +55,8 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_full_batch(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("power", [None, 0.5])  # None: the default rule's per-tensor RMS; 0.5: the net's RMS too
+# None: the default rule's per-tensor RMS; 0.5: the net's RMS too; "input": a rule with the tensor_rms_input
+@pytest.mark.parametrize("power", [None, 0.5, "input"])
 def test_fsdp2_shards_the_state_and_matches_one_process(tmp_path, power):
     ranks = run_torchrun("fsdp", tmp_path, power)
     ref_params, ref_states = single_process_reference("fsdp", power)

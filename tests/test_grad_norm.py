@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import batch, loss_of, small_model
+from conftest import batch, loss_of, run_steps, small_model
 from learned_optim import LearnedOptimizer
 from learned_optim.baselines import train as train_with
 from learned_optim.features import normalize_per_tensor, tensor_scale
@@ -262,12 +262,7 @@ class ScaledByHand:
 
 
 def run(model, opt, steps: int = 12, loss_scale: float = 1.0) -> list[torch.Tensor]:
-    for step in range(steps):
-        for p in model.parameters():
-            p.grad = None
-        (loss_of(model, step) * loss_scale).backward()
-        opt.step()
-    return [p.detach().clone() for p in model.parameters()]
+    return run_steps(model, opt, steps, loss_scale)
 
 
 @pytest.mark.parametrize("power", [0.0, 0.5, 0.75])

@@ -94,6 +94,8 @@ class LearnedRule(Rule):
 
     ``g`` is the gradient as the rule sees it: for a rule with grad_norm="tensor", a gradient
     already rescaled to its tensor's target RMS (LearnedOptimizer does that before the step).
+    A rule with ``tensor_rms_input`` also sees where the coordinate's tensor sits in the net,
+    log(RMS_tensor / RMS_net) / p: ``tensor_rms_ratio`` (default 0, a tensor at the net's RMS).
     """
 
     def __init__(self, weights: "str | RuleWeights | None" = "default", dtype=torch.float64) -> None:
@@ -102,6 +104,7 @@ class LearnedRule(Rule):
         self.theta = {k: v.to(dtype) for k, v in self.weights.theta.items()}
         self.state_size = self.config.state_size
         self.name = self.weights.name
+        self.tensor_rms_ratio = 0.0
 
     def init_state(self, n: int = 1, dtype=torch.float64) -> torch.Tensor:
         return torch.zeros(n, self.state_size, dtype=dtype)
@@ -109,5 +112,7 @@ class LearnedRule(Rule):
     def step(self, h, g):
         parts = tuple(h.split(self.config.hidden_size, dim=1))
         x = preprocess(g.to(h.dtype), self.config.preprocess, self.config.p)
+        if self.config.tensor_rms_input:
+            x = torch.cat([x, x.new_full((x.shape[0], 1), self.tensor_rms_ratio)], dim=1)
         update, new = nets.step(self.theta, x, parts, self.config, impl="reference")
         return update, torch.cat(new, dim=1)

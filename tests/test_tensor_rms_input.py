@@ -1,0 +1,188 @@
+"""The rule's per-tensor input (NetConfig.tensor_rms_input): log(RMS_tensor / RMS_net) / p beside each coordinate's
+gradient features, the same for all of a tensor's coordinates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import loss_of, run_steps, small_model
+from learned_optim import LearnedOptimizer, analysis, kernels, nets
+from learned_optim.analyze import record
+from learned_optim.baselines import train as train_with
+from learned_optim.features import log_rms_ratio, preprocess, tensor_rms_column
+from learned_optim.metatrain import build_parser, config_from_args, rollout
+from learned_optim.nets import NetConfig
+from learned_optim.pretrained import RuleWeights, load_weights, random_weights, save_weights
+from learned_optim.tasks import make_task
+
+
+def rule_with_input(seed: int = 1, **config) -> RuleWeights:
+    return random_weights(NetConfig(tensor_rms_input=True, **config), seed=seed)
+
+
+class ByHand:
+    """The definition in float64, tensor by tensor: the oracle for the optimizer's three implementations."""
+
+    def __init__(self, params, rule: RuleWeights, lr: float = 1.0):
+        self.params, self.config, self.lr = list(params), rule.config, lr
+        self.theta = {k: v.double() for k, v in rule.theta.items()}
+        self.state = {id(p): nets.init_state(self.config, p.numel(), dtype=torch.float64) for p in self.params}
+
+    @torch.no_grad()
+    def step(self):
+        config = self.config
+        grads = [p.grad.reshape(-1).double() for p in self.params]
+        rms = [float(g.square().mean().sqrt()) for g in grads]
+        whole = math.sqrt(sum(r * r * g.numel() for r, g in zip(rms, grads)) / sum(g.numel() for g in grads))
+        for p, g, r in zip(self.params, grads, rms):
+            if config.grad_norm == "tensor":
+                a = config.grad_norm_power
+                g = g * config.grad_norm_target / (r**a * whole ** (1 - a))
+            x = torch.cat([preprocess(g, config.preprocess, config.p),
+                           torch.full((g.numel(), 1), math.log(r / whole) / config.p, dtype=torch.float64)], dim=1)
+            update, self.state[id(p)] = nets.step(self.theta, x, self.state[id(p)], config)
+            p.add_(update.view(p.shape).to(p.dtype), alpha=self.lr)
+
+
+def run(model, opt, steps: int = 10, loss_scale: float = 1.0) -> list[torch.Tensor]:
+    return run_steps(model, opt, steps, loss_scale)
+
+
+SETTINGS = [dict(grad_norm="tensor", grad_norm_target=0.01), dict(grad_norm="tensor", grad_norm_target=0.01,
+                                                                   grad_norm_power=0.5), dict()]
+
+
+@pytest.mark.parametrize("settings_", SETTINGS, ids=["tensor", "power0.5", "no-norm"])
+@pytest.mark.parametrize("implementation,chunk_size", [("fast", None), ("torch", None), ("torch", 7), ("reference", None)])
+def test_the_optimizer_computes_the_definition(settings_, implementation, chunk_size):
+    """Every implementation (the C++ kernel with the input folded into layer 0's biases; torch with tensors packed
+    into one chunk, or cut into chunks of 7) takes the steps of the float64 definition."""
+    rule = rule_with_input(**settings_)
+    model = small_model(seed=3)
+    got = run(model, LearnedOptimizer(model.parameters(), weights=rule, lr=0.5, implementation=implementation,
+                                      chunk_size=chunk_size))
+    oracle = small_model(seed=3)
+    expected = run(oracle, ByHand(oracle.parameters(), rule, lr=0.5))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_input_changes_the_steps_and_without_its_weights_is_the_rule_without_it():
+    """Zero weights on the extra input: the steps of the same rule without it; other weights on it: other steps."""
+    base = random_weights(NetConfig(grad_norm="tensor", grad_norm_target=0.01), seed=1)
+    theta = dict(base.theta)
+    theta["cells.0.w_ih"] = torch.cat([theta["cells.0.w_ih"], torch.zeros(80, 1)], dim=1)
+    silent = RuleWeights(config=NetConfig(grad_norm="tensor", grad_norm_target=0.01, tensor_rms_input=True),
+                         theta=theta, card={}, name="silent", sha256="0" * 64)
+    loud_theta = dict(theta, **{"cells.0.w_ih": theta["cells.0.w_ih"] + torch.eye(80, 3)[:, 2:] * 5.0})
+    loud = RuleWeights(config=silent.config, theta=loud_theta, card={}, name="loud", sha256="1" * 64)
+    for implementation in ("fast", "torch"):
+        models = [small_model(seed=3) for _ in range(3)]
+        ends = [run(m, LearnedOptimizer(m.parameters(), weights=w, implementation=implementation))
+                for m, w in zip(models, (base, silent, loud))]
+        for a, b in zip(ends[0], ends[1]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(ends[0], ends[2]))
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch"])
+def test_the_steps_ignore_the_scale_of_the_loss(implementation):
+    rule = rule_with_input(grad_norm="tensor", grad_norm_target=0.01)
+    ends = []
+    for scale in (1.0, 1e-5):
+        model = small_model(seed=3)
+        ends.append(run(model, LearnedOptimizer(model.parameters(), weights=rule, implementation=implementation),
+                        loss_scale=scale))
+    for a, b in zip(*ends):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@settings(deadline=None, max_examples=40)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=5), log_scales=st.lists(st.floats(-12, 6), min_size=5,
+                                                                                         max_size=5),
+       log_c=st.floats(-20, 20), seed=st.integers(0, 2**16))
+def test_the_column_is_its_definition_and_ignores_a_common_factor(sizes, log_scales, log_c, seed):
+    gen = torch.Generator().manual_seed(seed)
+    pieces = [torch.randn(n, generator=gen, dtype=torch.float64) * 10.0**s for n, s in zip(sizes, log_scales)]
+    flat, p = torch.cat(pieces), 10.0
+    column = tensor_rms_column(flat, sizes, p)
+    assert column.shape == (flat.numel(), 1)
+    values = [c[0, 0] for c in column.split(sizes)]
+    for c, piece in zip(column.split(sizes), pieces):
+        assert torch.equal(c, c[:1].expand_as(c))  # one number per tensor
+    # the net's mean square is the count-weighted mean of the tensors': sum n_t exp(2 p c_t) = sum n_t
+    assert sum(n * math.exp(2 * p * float(v)) for n, v in zip(sizes, values)) == pytest.approx(sum(sizes), rel=1e-9)
+    for v, piece in zip(values, pieces):
+        assert float(v) == pytest.approx(math.log(piece.square().mean().sqrt() / flat.square().mean().sqrt()) / p,
+                                         rel=1e-9, abs=1e-12)
+    torch.testing.assert_close(tensor_rms_column(flat * 10.0**log_c, sizes, p), column, rtol=1e-9, atol=1e-12)
+
+
+def test_zero_and_nonfinite_gradients():
+    """A tensor with no finite nonzero entry gets 0; nan entries are left out of both RMS."""
+    assert log_rms_ratio(0.0, 1.0, 10.0) == 0.0 and log_rms_ratio(1.0, 0.0, 10.0) == 0.0
+    assert float(log_rms_ratio(torch.tensor(0.0), torch.tensor(2.0), 10.0)) == 0.0
+    for implementation in ("fast", "torch", "reference"):
+        model = small_model(seed=3)
+        opt = LearnedOptimizer(model.parameters(), weights=rule_with_input(grad_norm="tensor", grad_norm_target=0.01),
+                               implementation=implementation)
+        loss_of(model, 0).backward()
+        model.conv.weight.grad.view(-1)[0] = float("nan")
+        model.scale.grad.zero_()
+        before = model.conv.weight.detach().clone()
+        opt.step()
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+        assert model.conv.weight.view(-1)[0] == before.view(-1)[0]
+        assert not torch.equal(model.conv.weight.view(-1)[1:], before.view(-1)[1:])
+
+
+def test_meta_trainer_rollout_is_the_optimizer():
+    config = NetConfig(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02, tensor_rms_input=True)
+    rule = random_weights(config, seed=2)
+    task = make_task("two_moons", hidden=[8, 8])
+    losses = rollout(rule.theta, config, task.sample(4), steps=20)
+    via_optimizer = train_with(task.sample(4), lambda p: LearnedOptimizer(p, weights=rule), 20)
+    torch.testing.assert_close(via_optimizer, losses, rtol=1e-4, atol=1e-5)
+
+
+def test_the_input_travels_in_the_weight_file_and_the_metatrain_flag(tmp_path):
+    rule = rule_with_input(grad_norm="tensor")
+    save_weights(tmp_path / "r.safetensors", rule.theta, rule.config, card={"name": "r"})
+    loaded = load_weights(str(tmp_path / "r.safetensors"))
+    assert loaded.config.tensor_rms_input and loaded.theta["cells.0.w_ih"].shape == (80, 3)
+    assert not load_weights("default").config.tensor_rms_input  # cards written before it load without the input
+    parser = build_parser()
+    args = parser.parse_args(["--task", "two_moons", "--out", str(tmp_path / "x.safetensors"), "--tensor-rms-input"])
+    assert config_from_args(args).net.tensor_rms_input
+    with pytest.raises(ValueError, match="Invalid tensor_rms_input"):
+        NetConfig(tensor_rms_input=1)
+
+
+def test_pack_bias_shift_is_a_shift_of_layer_0s_biases():
+    rule = rule_with_input()
+    base_theta = dict(rule.theta, **{"cells.0.w_ih": rule.theta["cells.0.w_ih"][:, :2]})
+    base_config = NetConfig()
+    column = rule.theta["cells.0.w_ih"][:, 2]
+    shifted = dict(base_theta, **{"cells.0.b": base_theta["cells.0.b"] + 0.3 * column})
+    packed, expected = kernels.pack_lstm(base_theta, base_config), kernels.pack_lstm(shifted, base_config)
+    packed[0][-1].add_(kernels.pack_bias_shift(column, base_config), alpha=0.3)
+    for a, b in zip(packed, expected):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_the_analysis_tools_read_the_rule():
+    rule = rule_with_input(grad_norm="tensor", grad_norm_target=0.01, hidden_size=4)
+    learned = analysis.LearnedRule(rule)
+    h, g = learned.init_state(3), torch.tensor([1e-3, -1e-3, 0.0], dtype=torch.float64)
+    at_net, _ = learned.step(h, g)
+    learned.tensor_rms_ratio = 0.5
+    above, _ = learned.step(h, g)
+    assert not torch.allclose(at_net, above)
+    task = make_task("two_moons", hidden=[8])
+    states, grads, losses, _ = record(learned, task, seeds=[0], steps=5, coords=16)
+    assert torch.isfinite(losses).all() and states.shape[:3] == (1, 6, 16)
