@@ -191,6 +191,15 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
 # entry (or a net with none) gets 0.
 
 
+def rule_inputs(grad: torch.Tensor, config, column: "torch.Tensor | None" = None) -> torch.Tensor:
+    """What a rule of ``config`` (a NetConfig) takes per coordinate of a flat gradient: its preprocessing, and for a
+    rule with ``tensor_rms_input`` the ``column`` (N, 1) beside it. Shape (N, config.input_size)."""
+    x = preprocess(grad, config.preprocess, config.p)
+    if config.tensor_rms_input:
+        x = torch.cat([x, column.to(x.dtype)], dim=1)
+    return x
+
+
 def log_rms_ratio(rms: "torch.Tensor | float", whole: "torch.Tensor | float", p: float) -> "torch.Tensor | float":
     """``log(rms / whole) / p``, 0 where either is 0."""
     if isinstance(rms, float) and isinstance(whole, float):

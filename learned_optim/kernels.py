@@ -191,28 +191,27 @@ def pack_lstm(theta, config) -> list[torch.Tensor]:
     the i, f and o gates' weights halved (the kernel computes sigmoid(z) as (1 + tanh(z / 2)) / 2),
     the g gate's as they are, padding columns zero.
     """
-    hidden = config.hidden_size
-    columns = _packed_columns(hidden).reshape(-1)  # gate-major, as the rows of W_ih, W_hh and b
-    scale = torch.tensor([0.5, 0.5, 1.0, 0.5]).repeat_interleave(hidden)
     packed = []
     for layer in range(config.num_layers):
         prefix = f"cells.{layer}."
         full = torch.cat([theta[prefix + "w_ih"], theta[prefix + "w_hh"], theta[prefix + "b"].unsqueeze(1)], dim=1)
-        full = full.detach().to(device="cpu", dtype=torch.float32)
-        out = torch.zeros(full.shape[1], 4 * (-(-hidden // 4) * 4))
-        out[:, columns] = (full * scale.unsqueeze(1)).t()
-        packed.append(out.contiguous())
+        packed.append(_packed_rows(full, config.hidden_size))
     return packed
+
+
+def _packed_rows(gate_major: torch.Tensor, hidden: int) -> torch.Tensor:
+    """(4 H, K) weights, rows gate-major as torch's LSTM keeps them, as K packed rows (K, 4 Hp) of rule_step.cpp's
+    layout (see ``pack_lstm``): the i, f and o gates halved, padding columns zero."""
+    scale = torch.tensor([0.5, 0.5, 1.0, 0.5]).repeat_interleave(hidden).unsqueeze(1)
+    out = torch.zeros(gate_major.shape[1], 4 * (-(-hidden // 4) * 4))
+    out[:, _packed_columns(hidden).reshape(-1)] = (gate_major.detach().to(device="cpu", dtype=torch.float32) * scale).t()
+    return out.contiguous()
 
 
 def pack_bias_shift(column: torch.Tensor, config) -> torch.Tensor:
     """A (4 H,) vector added to layer 0's gate biases, as the row ``pack_lstm`` makes of them (4 Hp,): adding
     ``x`` times this row to the last row of layer 0's packed weights is adding ``x * column`` to its biases."""
-    hidden = config.hidden_size
-    scale = torch.tensor([0.5, 0.5, 1.0, 0.5]).repeat_interleave(hidden)
-    row = torch.zeros(4 * (-(-hidden // 4) * 4))
-    row[_packed_columns(hidden).reshape(-1)] = column.detach().to(device="cpu", dtype=torch.float32) * scale
-    return row
+    return _packed_rows(column.reshape(-1, 1), config.hidden_size)[0]
 
 
 def pack_readout(theta, config) -> tuple[torch.Tensor, float]:

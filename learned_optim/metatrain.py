@@ -45,7 +45,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__, nets
-from .features import normalize_per_tensor, preprocess, tensor_rms_column
+from .features import normalize_per_tensor, rule_inputs, tensor_rms_column
 from .nets import NetConfig
 from .pretrained import atomic_write, header_metadata, save_weights
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
@@ -170,10 +170,7 @@ def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, imp
     column = tensor_rms_column(grad, sizes, net.p) if net.tensor_rms_input else None
     if net.grad_norm == "tensor":
         grad = normalize_per_tensor(grad, sizes, net.grad_norm_target, net.grad_norm_power)
-    x = preprocess(grad, net.preprocess, net.p)
-    if column is not None:
-        x = torch.cat([x, column.to(x.dtype)], dim=1)
-    return nets.step(theta, x, state, net, impl=impl)
+    return nets.step(theta, rule_inputs(grad, net, column), state, net, impl=impl)
 
 
 def cell_impl(kernel: str) -> str:

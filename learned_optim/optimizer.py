@@ -10,7 +10,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import kernels, nets
-from .features import GRAD_NORMS, log_rms_ratio, net_rms, partial_scale, preprocess, tensor_rms, tensor_scale
+from .features import GRAD_NORMS, log_rms_ratio, net_rms, partial_scale, rule_inputs, tensor_rms, tensor_scale
 from .pretrained import RuleWeights, load_weights
 
 IMPLEMENTATIONS = ("fast", "torch", "reference")
@@ -701,10 +701,7 @@ class LearnedOptimizer(Optimizer):
 def _network(theta, grad, state, config, impl, column=None):
     """The rule on a flat, finite gradient: preprocessing (and the tensor_rms_input ``column``), then the network's
     step."""
-    x = preprocess(grad, config.preprocess, config.p)
-    if column is not None:
-        x = torch.cat([x, column.to(x.dtype)], dim=1)
-    return nets.step(theta, x, state, config, impl=impl)
+    return nets.step(theta, rule_inputs(grad, config, column), state, config, impl=impl)
 
 
 def _base_config(config: nets.NetConfig) -> nets.NetConfig:

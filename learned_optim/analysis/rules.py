@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import nets
-from ..features import preprocess
+from ..features import rule_inputs
 from ..pretrained import RuleWeights, load_weights
 
 
@@ -111,8 +111,6 @@ class LearnedRule(Rule):
 
     def step(self, h, g):
         parts = tuple(h.split(self.config.hidden_size, dim=1))
-        x = preprocess(g.to(h.dtype), self.config.preprocess, self.config.p)
-        if self.config.tensor_rms_input:
-            x = torch.cat([x, x.new_full((x.shape[0], 1), self.tensor_rms_ratio)], dim=1)
+        x = rule_inputs(g.to(h.dtype), self.config, h.new_full((g.shape[0], 1), self.tensor_rms_ratio))
         update, new = nets.step(self.theta, x, parts, self.config, impl="reference")
         return update, torch.cat(new, dim=1)
