@@ -189,13 +189,21 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
 # log_sign's first feature, RMS_net over all the gradients of the step. Invariant to a
 # common factor on all gradients, like the normalization. A tensor with no finite nonzero
 # entry (or a net with none) gets 0.
+#
+# That value does not say what kind of net the tensor is in: an output layer sits at about
+# +0.2 in a one-hidden-layer MLP and in a five-layer one alike. With ``net_scale_input``
+# every coordinate also sees one number for the whole net, the count-weighted RMS of those
+# values over its tensors, sqrt(sum n_t c_t^2 / sum n_t): 0 when every tensor's gradients
+# are at one scale, larger the more they differ (deeper sigmoid nets, whose first layers'
+# gradients are far below the last's). Also invariant to a common factor.
 
 
 def rule_inputs(grad: torch.Tensor, config, column: "torch.Tensor | None" = None) -> torch.Tensor:
     """What a rule of ``config`` (a NetConfig) takes per coordinate of a flat gradient: its preprocessing, and for a
-    rule with ``tensor_rms_input`` the ``column`` (N, 1) beside it. Shape (N, config.input_size)."""
+    rule with per-tensor inputs (``config.tensor_inputs`` of them) the ``column`` (N, k) beside it.
+    Shape (N, config.input_size)."""
     x = preprocess(grad, config.preprocess, config.p)
-    if config.tensor_rms_input:
+    if config.tensor_inputs:
         x = torch.cat([x, column.to(x.dtype)], dim=1)
     return x
 
@@ -211,10 +219,39 @@ def log_rms_ratio(rms: "torch.Tensor | float", whole: "torch.Tensor | float", p:
     return torch.where(ok, (torch.where(ok, rms, one) / torch.where(ok, whole, one)).log() / p, torch.zeros_like(rms))
 
 
-def tensor_rms_column(flat_grad: torch.Tensor, sizes, p: float) -> torch.Tensor:
-    """The ``tensor_rms_input`` feature of a flat gradient made of tensors of ``sizes`` entries: shape (N, 1)."""
-    pieces = flat_grad.split(list(sizes))
-    stats = [tensor_rms(piece) for piece in pieces]
+def net_scale_spread(ratios, counts) -> "torch.Tensor | float":
+    """``sqrt(sum n_t c_t^2 / sum n_t)``: the count-weighted RMS of the tensors' ``log_rms_ratio`` values (0 for no
+    entries). Floats in, a float out; 0-dim tensors in, a 0-dim float64 tensor out (no sync)."""
+    ratios, counts = list(ratios), list(counts)
+    if all(isinstance(c, float) for c in ratios):
+        total = sum(int(n) for n in counts)
+        return math.sqrt(math.fsum(int(n) * c * c for c, n in zip(ratios, counts)) / max(total, 1))
+    device = next(torch.as_tensor(c).device for c in ratios)
+    ratios = [torch.as_tensor(c, dtype=torch.float64).to(device) for c in ratios]
+    counts = [torch.as_tensor(n, dtype=torch.float64).to(device) for n in counts]
+    total = sum(counts, torch.zeros((), dtype=torch.float64, device=device))
+    return (sum((n * c * c for c, n in zip(ratios, counts)), torch.zeros_like(total)) / total.clamp_min(1)).sqrt()
+
+
+def tensor_input_values(stats, config) -> "list[tuple] | None":
+    """The per-tensor inputs of a rule of ``config`` for tensors of ``stats`` (each tensor's (RMS, count) of its raw
+    gradient): a tuple of ``config.tensor_inputs`` values per tensor (its tensor_rms_input value, then the net's
+    net_scale_input value), None for a rule with neither."""
+    if not config.tensor_inputs:
+        return None
     whole = net_rms(stats)
-    values = torch.stack([torch.as_tensor(log_rms_ratio(rms, whole, p)) for rms, _ in stats]).to(flat_grad.dtype)
-    return values.repeat_interleave(torch.tensor(list(sizes), device=flat_grad.device)).unsqueeze(1)
+    ratios = [log_rms_ratio(rms, whole, config.p) for rms, _ in stats]
+    spread = net_scale_spread(ratios, [n for _, n in stats]) if config.net_scale_input else None
+    return [(c,) * config.tensor_rms_input + (spread,) * config.net_scale_input for c in ratios]
+
+
+def tensor_input_columns(flat_grad: torch.Tensor, sizes, config) -> "torch.Tensor | None":
+    """The per-tensor inputs (``tensor_input_values``) of a flat gradient made of tensors of ``sizes`` entries, one
+    row per entry: shape (N, config.tensor_inputs); None for a rule with none."""
+    stats = [tensor_rms(piece) for piece in flat_grad.split(list(sizes))]
+    values = tensor_input_values(stats, config)
+    if values is None:
+        return None
+    rows = torch.stack([torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in row]) for row in values])
+    return rows.to(device=flat_grad.device, dtype=flat_grad.dtype).repeat_interleave(
+        torch.tensor(list(sizes), device=flat_grad.device), dim=0)

@@ -45,7 +45,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__, nets
-from .features import normalize_per_tensor, rule_inputs, tensor_rms_column
+from .features import normalize_per_tensor, rule_inputs, tensor_input_columns
 from .nets import NetConfig
 from .pretrained import atomic_write, header_metadata, save_weights
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
@@ -167,7 +167,7 @@ class _Optimizee:
 
 def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None):
     """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it."""
-    column = tensor_rms_column(grad, sizes, net.p) if net.tensor_rms_input else None
+    column = tensor_input_columns(grad, sizes, net)
     if net.grad_norm == "tensor":
         grad = normalize_per_tensor(grad, sizes, net.grad_norm_target, net.grad_norm_power)
     return nets.step(theta, rule_inputs(grad, net, column), state, net, impl=impl)
@@ -675,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "1: each tensor alone, 0: one factor for the whole optimizee")
     group.add_argument("--tensor-rms-input", action="store_true",
                        help="one more input per coordinate: log(RMS_tensor / RMS_net) / p of its tensor's gradient")
+    group.add_argument("--net-scale-input", action="store_true",
+                       help="one more input, the same for every coordinate: the count-weighted RMS over the "
+                            "optimizee's tensors of log(RMS_tensor / RMS_net) / p (how unequal its scales are)")
     group = parser.add_argument_group("task options (only those of the chosen task apply)")
     group.add_argument("--dim", type=int, default=None, help="quadratic: dimension")
     group.add_argument("--init", default=None, help="quadratic: initial θ, zeros or normal")
@@ -718,6 +721,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         grad_norm_target=args.grad_norm_target,
         grad_norm_power=args.grad_norm_power,
         tensor_rms_input=args.tensor_rms_input,
+        net_scale_input=args.net_scale_input,
     )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"Invalid device: {args.device!r} (CUDA is not available here; use --device cpu)")

@@ -69,6 +69,7 @@ class NetConfig:
     grad_norm_target: float = 1e-3  # the RMS the rule sees under grad_norm="tensor"
     grad_norm_power: float = 1.0  # under "tensor": target / (RMS_tensor^a RMS_net^(1-a)), see features.py
     tensor_rms_input: bool = False  # one more input: log(RMS_tensor / RMS_net) / p of the raw gradient, see features.py
+    net_scale_input: bool = False  # one more input: how unequal the net's tensors' gradient scales are, see features.py
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -90,12 +91,19 @@ class NetConfig:
         if not (isinstance(self.grad_norm_power, (int, float)) and not isinstance(self.grad_norm_power, bool)
                 and 0 <= self.grad_norm_power <= 1):
             raise ValueError(f"Invalid grad_norm_power: {self.grad_norm_power!r} (must be a number in [0, 1])")
-        if not isinstance(self.tensor_rms_input, bool):
-            raise ValueError(f"Invalid tensor_rms_input: {self.tensor_rms_input!r} (must be True or False)")
+        for name in ("tensor_rms_input", "net_scale_input"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be True or False)")
 
     @property
     def input_size(self) -> int:
-        return features_lib.num_features(self.preprocess) + int(self.tensor_rms_input)
+        return features_lib.num_features(self.preprocess) + self.tensor_inputs
+
+    @property
+    def tensor_inputs(self) -> int:
+        """How many of the inputs are one number per tensor (tensor_rms_input, net_scale_input; in that order,
+        after the gradient features)."""
+        return int(self.tensor_rms_input) + int(self.net_scale_input)
 
     @functools.cached_property  # asked for every tensor at every step; a frozen config's names never change
     def state_names(self) -> tuple[str, ...]:

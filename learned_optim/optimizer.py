@@ -10,7 +10,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import kernels, nets
-from .features import GRAD_NORMS, log_rms_ratio, net_rms, partial_scale, rule_inputs, tensor_rms, tensor_scale
+from .features import GRAD_NORMS, net_rms, partial_scale, rule_inputs, tensor_input_values, tensor_rms, tensor_scale
 from .pretrained import RuleWeights, load_weights
 
 IMPLEMENTATIONS = ("fast", "torch", "reference")
@@ -124,7 +124,8 @@ class LearnedOptimizer(Optimizer):
             and finite counts the step reads anyway (no extra pass over the gradients).
             A rule meta-trained with ``tensor_rms_input`` (set in its card, not here) also sees,
             beside each coordinate's gradient, log(RMS_tensor / RMS_net) / p of its tensor's raw
-            gradient, from the same per-tensor RMS; the C++ and Triton kernels take that input,
+            gradient, from the same per-tensor RMS; one with ``net_scale_input`` sees how unequal
+            those are over the net (features.py). The C++ and Triton kernels take such inputs,
             constant over a tensor, as a shift of layer 0's gate biases.
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
@@ -274,9 +275,9 @@ class LearnedOptimizer(Optimizer):
     @property
     def _needs_net_rms(self) -> bool:
         """Whether the step needs the whole net's RMS: for each tensor's factor (grad_norm_power below 1) or for
-        the rule's tensor_rms_input."""
+        the rule's per-tensor inputs."""
         partial = self.config.grad_norm == "tensor" and self.config.grad_norm_power != 1
-        return partial or self.config.tensor_rms_input
+        return partial or bool(self.config.tensor_inputs)
 
     def _grad_rms(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None):
         """(RMS, count) of this tensor's finite gradient entries, by the fastest path on its device.
@@ -308,7 +309,8 @@ class LearnedOptimizer(Optimizer):
 
     def _net_terms(self, groups):
         """The groups' entries with each tensor's (RMS, count) replaced by its factor (None without grad_norm) and
-        its shift: the tensor_rms_input value log(RMS_tensor / RMS_net) / p, None for a rule without that input."""
+        its shift: the rule's per-tensor inputs (features.tensor_input_values: log(RMS_tensor / RMS_net) / p and / or
+        the net's spread of those), a tuple, None for a rule without them."""
         stats = [entry[3] for _, entries in groups for entry in entries]
         if not stats:
             return groups
@@ -321,9 +323,11 @@ class LearnedOptimizer(Optimizer):
                 return float(value)
             return torch.as_tensor(value).to(torch.float32 if self._use_triton(device) else self._compute_dtype)
 
+        inputs = iter(tensor_input_values(stats, config) or ())
+
         def terms(rms, device: torch.device):
             factor = on(partial_scale(rms, whole, target, power), device) if config.grad_norm == "tensor" else None
-            shift = on(log_rms_ratio(rms, whole, config.p), device) if config.tensor_rms_input else None
+            shift = tuple(on(v, device) for v in next(inputs)) if config.tensor_inputs else None
             return factor, shift
 
         return [(group, [(p, grad, state, *terms(stat[0], p.device)) for p, grad, state, stat in entries])
@@ -405,7 +409,7 @@ class LearnedOptimizer(Optimizer):
               ) -> tuple[torch.Tensor, nets.State]:
         """The rule on a flat gradient (already in the compute dtype), with the non-finite policy.
 
-        ``column``: the tensor_rms_input feature of every row, (N, 1), for a rule that has that input.
+        ``column``: the per-tensor inputs of every row, (N, config.tensor_inputs), for a rule that has them.
         The new state comes back in the compute dtype; callers store it in the state dtype.
         """
         theta = self._theta(grad.device)
@@ -435,10 +439,11 @@ class LearnedOptimizer(Optimizer):
             self._update_tensor(p, grad, state, scale, shift, lr, maximize)
 
     def _column(self, shift, rows: int, device: torch.device) -> "torch.Tensor | None":
-        """The tensor_rms_input feature of ``rows`` coordinates of one tensor (None for a rule without it)."""
+        """The per-tensor inputs of ``rows`` coordinates of one tensor, (rows, k) (None for a rule without them)."""
         if shift is None:
             return None
-        return torch.as_tensor(shift, dtype=self._compute_dtype).to(device).expand(rows, 1)
+        values = torch.stack([torch.as_tensor(v, dtype=self._compute_dtype).to(device) for v in shift])
+        return values.expand(rows, len(shift))
 
     def _update_tensor(self, p, grad, state, scale, shift, lr: float, maximize: bool) -> None:
         names = self.config.state_names
@@ -521,17 +526,18 @@ class LearnedOptimizer(Optimizer):
         device = entries[0][0].device
         packed = self._triton_packed.get(device)
         if packed is None:
-            theta, config, column = _fold_tensor_rms_input(self.rule.theta, self.config)
+            theta, config, columns = _fold_tensor_inputs(self.rule.theta, self.config)
             packed = triton_step.pack(theta, config, device)
-            shift_row = None if column is None else triton_step.pack_bias_shift(column, config, device)
-            packed = self._triton_packed[device] = (packed, shift_row)
-        packed, shift_row = packed
+            shift_rows = [triton_step.pack_bias_shift(column, config, device) for column in columns]
+            packed = self._triton_packed[device] = (packed, shift_rows)
+        packed, shift_rows = packed
         config = _base_config(self.config)
         chunk, precision = self.chunk_for(device), triton_step.torch_precision()
         for p, grad, state, scale, shift in entries:
-            # the tensor_rms_input feature is one number for the whole tensor: a shift of layer 0's gate biases
+            # each per-tensor input is one number for the whole tensor: a shift of layer 0's gate biases
             tensor_packed = packed if shift is None else dataclasses.replace(
-                packed, bias=packed.bias + torch.as_tensor(shift, dtype=torch.float32).to(device) * shift_row)
+                packed, bias=packed.bias + sum(torch.as_tensor(v, dtype=torch.float32).to(device) * row
+                                               for v, row in zip(shift, shift_rows)))
             for name in names:
                 if not state[name].is_contiguous():
                     state[name] = state[name].contiguous()
@@ -558,18 +564,19 @@ class LearnedOptimizer(Optimizer):
         slices of ``chunk_size`` (a float32 copy of the gradient's slice and the update: the only extra memory)."""
         names = self.config.state_names
         if self._packed is None:
-            theta, config, column = _fold_tensor_rms_input(self.rule.theta, self.config)
-            shift_row = None if column is None else kernels.pack_bias_shift(column, config)
-            self._packed = (kernels.pack_lstm(theta, config), kernels.pack_readout(theta, config), shift_row)
-        base_packed, readout, shift_row = self._packed
+            theta, config, columns = _fold_tensor_inputs(self.rule.theta, self.config)
+            shift_rows = [kernels.pack_bias_shift(column, config) for column in columns]
+            self._packed = (kernels.pack_lstm(theta, config), kernels.pack_readout(theta, config), shift_rows)
+        base_packed, readout, shift_rows = self._packed
         theta, config = self._theta(torch.device("cpu")), _base_config(self.config)
         chunk = self.chunk_for(torch.device("cpu"))
         for p, grad, state, scale, shift in entries:
             packed = base_packed
             if shift is not None:
-                # the tensor_rms_input feature is one number for the whole tensor: a shift of layer 0's gate biases
+                # each per-tensor input is one number for the whole tensor: a shift of layer 0's gate biases
                 first = base_packed[0].clone()
-                first[-1].add_(shift_row, alpha=shift)
+                for value, row in zip(shift, shift_rows):
+                    first[-1].add_(row, alpha=value)
                 packed = [first, *base_packed[1:]]
             sign = (-1.0 if maximize else 1.0) * (1.0 if scale is None else scale)
             flat_grad = grad.reshape(-1)
@@ -607,7 +614,7 @@ class LearnedOptimizer(Optimizer):
             grad = torch.cat([self._flat_grad(fg[s:e], maximize, scale) for _, fg, _, scale, _, s, e in pieces])
             chunk_state = tuple(torch.cat([st[n][s:e] for _, _, st, _, _, s, e in pieces]) for n in names)
             column = None
-            if self.config.tensor_rms_input:
+            if self.config.tensor_inputs:
                 column = torch.cat([self._column(shift, e - s, grad.device) for _, _, _, _, shift, s, e in pieces])
         update, new_state = self._rule(grad, chunk_state, column)
         offset = 0
@@ -699,26 +706,30 @@ class LearnedOptimizer(Optimizer):
 
 
 def _network(theta, grad, state, config, impl, column=None):
-    """The rule on a flat, finite gradient: preprocessing (and the tensor_rms_input ``column``), then the network's
+    """The rule on a flat, finite gradient: preprocessing (and the per-tensor inputs' ``column``), then the network's
     step."""
     return nets.step(theta, rule_inputs(grad, config, column), state, config, impl=impl)
 
 
 def _base_config(config: nets.NetConfig) -> nets.NetConfig:
-    """The config without the tensor_rms_input feature (what the kernels compute, that input folded into the biases)."""
-    return dataclasses.replace(config, tensor_rms_input=False) if config.tensor_rms_input else config
+    """The config without per-tensor inputs (what the kernels compute, those inputs folded into the biases)."""
+    if not config.tensor_inputs:
+        return config
+    return dataclasses.replace(config, tensor_rms_input=False, net_scale_input=False)
 
 
-def _fold_tensor_rms_input(theta, config):
-    """(theta, config, column) for the kernels: a rule with tensor_rms_input as the rule without it plus ``column``,
-    layer 0's input weights on that feature (4H,). The feature is constant over a tensor, so for each tensor it adds
-    ``feature * column`` to layer 0's gate biases. Without the input: (theta, config, None)."""
-    if not config.tensor_rms_input:
-        return theta, config, None
+def _fold_tensor_inputs(theta, config):
+    """(theta, config, columns) for the kernels: a rule with per-tensor inputs as the rule without them plus
+    ``columns``, layer 0's input weights on each of those inputs (4H,) in order. Each input is constant over a
+    tensor, so for each tensor it adds ``value * column`` to layer 0's gate biases. Without such inputs:
+    (theta, config, [])."""
+    k = config.tensor_inputs
+    if not k:
+        return theta, config, []
     theta = dict(theta)
     w_ih = theta["cells.0.w_ih"]
-    theta["cells.0.w_ih"] = w_ih[:, :-1]
-    return theta, _base_config(config), w_ih[:, -1]
+    theta["cells.0.w_ih"] = w_ih[:, :-k]
+    return theta, _base_config(config), list(w_ih[:, -k:].unbind(1))
 
 
 _COMPILED = None

@@ -55,7 +55,7 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_full_batch(tmp_path):
 
 
 @pytest.mark.slow
-# None: the default rule's per-tensor RMS; 0.5: the net's RMS too; "input": a rule with the tensor_rms_input
+# None: the default rule's per-tensor RMS; 0.5: the net's RMS too; "input": a rule with both per-tensor inputs
 @pytest.mark.parametrize("power", [None, 0.5, "input"])
 def test_fsdp2_shards_the_state_and_matches_one_process(tmp_path, power):
     ranks = run_torchrun("fsdp", tmp_path, power)

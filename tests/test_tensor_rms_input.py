@@ -1,5 +1,6 @@
-"""The rule's per-tensor input (NetConfig.tensor_rms_input): log(RMS_tensor / RMS_net) / p beside each coordinate's
-gradient features, the same for all of a tensor's coordinates."""
+"""The rule's per-tensor inputs beside each coordinate's gradient features, the same for all of a tensor's coordinates:
+NetConfig.tensor_rms_input, log(RMS_tensor / RMS_net) / p, and NetConfig.net_scale_input, the count-weighted RMS of
+those values over the net's tensors."""
 
 from __future__ import annotations
 
@@ -14,15 +15,19 @@ from conftest import loss_of, run_steps, small_model
 from learned_optim import LearnedOptimizer, analysis, kernels, nets
 from learned_optim.analyze import record
 from learned_optim.baselines import train as train_with
-from learned_optim.features import log_rms_ratio, preprocess, tensor_rms_column
+from learned_optim.features import log_rms_ratio, net_scale_spread, preprocess, tensor_input_columns
 from learned_optim.metatrain import build_parser, config_from_args, rollout
 from learned_optim.nets import NetConfig
 from learned_optim.pretrained import RuleWeights, load_weights, random_weights, save_weights
 from learned_optim.tasks import make_task
 
 
-def rule_with_input(seed: int = 1, **config) -> RuleWeights:
-    return random_weights(NetConfig(tensor_rms_input=True, **config), seed=seed)
+INPUTS = {"tensor": dict(tensor_rms_input=True), "net": dict(net_scale_input=True),
+          "both": dict(tensor_rms_input=True, net_scale_input=True)}
+
+
+def rule_with_input(seed: int = 1, inputs: str = "tensor", **config) -> RuleWeights:
+    return random_weights(NetConfig(**INPUTS[inputs], **config), seed=seed)
 
 
 class ByHand:
@@ -39,12 +44,15 @@ class ByHand:
         grads = [p.grad.reshape(-1).double() for p in self.params]
         rms = [float(g.square().mean().sqrt()) for g in grads]
         whole = math.sqrt(sum(r * r * g.numel() for r, g in zip(rms, grads)) / sum(g.numel() for g in grads))
-        for p, g, r in zip(self.params, grads, rms):
+        ratios = [math.log(r / whole) / config.p for r in rms]
+        spread = math.sqrt(sum(c * c * g.numel() for c, g in zip(ratios, grads)) / sum(g.numel() for g in grads))
+        for p, g, r, c in zip(self.params, grads, rms, ratios):
             if config.grad_norm == "tensor":
                 a = config.grad_norm_power
                 g = g * config.grad_norm_target / (r**a * whole ** (1 - a))
+            values = [c] * config.tensor_rms_input + [spread] * config.net_scale_input
             x = torch.cat([preprocess(g, config.preprocess, config.p),
-                           torch.full((g.numel(), 1), math.log(r / whole) / config.p, dtype=torch.float64)], dim=1)
+                           torch.tensor(values, dtype=torch.float64).expand(g.numel(), len(values))], dim=1)
             update, self.state[id(p)] = nets.step(self.theta, x, self.state[id(p)], config)
             p.add_(update.view(p.shape).to(p.dtype), alpha=self.lr)
 
@@ -57,12 +65,13 @@ SETTINGS = [dict(grad_norm="tensor", grad_norm_target=0.01), dict(grad_norm="ten
                                                                    grad_norm_power=0.5), dict()]
 
 
+@pytest.mark.parametrize("inputs", list(INPUTS))
 @pytest.mark.parametrize("settings_", SETTINGS, ids=["tensor", "power0.5", "no-norm"])
 @pytest.mark.parametrize("implementation,chunk_size", [("fast", None), ("torch", None), ("torch", 7), ("reference", None)])
-def test_the_optimizer_computes_the_definition(settings_, implementation, chunk_size):
-    """Every implementation (the C++ kernel with the input folded into layer 0's biases; torch with tensors packed
+def test_the_optimizer_computes_the_definition(settings_, implementation, chunk_size, inputs):
+    """Every implementation (the C++ kernel with the inputs folded into layer 0's biases; torch with tensors packed
     into one chunk, or cut into chunks of 7) takes the steps of the float64 definition."""
-    rule = rule_with_input(**settings_)
+    rule = rule_with_input(inputs=inputs, **settings_)
     model = small_model(seed=3)
     got = run(model, LearnedOptimizer(model.parameters(), weights=rule, lr=0.5, implementation=implementation,
                                       chunk_size=chunk_size))
@@ -72,14 +81,17 @@ def test_the_optimizer_computes_the_definition(settings_, implementation, chunk_
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_the_input_changes_the_steps_and_without_its_weights_is_the_rule_without_it():
-    """Zero weights on the extra input: the steps of the same rule without it; other weights on it: other steps."""
+@pytest.mark.parametrize("inputs,column", [("tensor", 2), ("net", 2), ("both", 2), ("both", 3)])
+def test_the_input_changes_the_steps_and_without_its_weights_is_the_rule_without_it(inputs, column):
+    """Zero weights on the extra inputs: the steps of the same rule without them; other weights on one: other steps."""
     base = random_weights(NetConfig(grad_norm="tensor", grad_norm_target=0.01), seed=1)
     theta = dict(base.theta)
-    theta["cells.0.w_ih"] = torch.cat([theta["cells.0.w_ih"], torch.zeros(80, 1)], dim=1)
-    silent = RuleWeights(config=NetConfig(grad_norm="tensor", grad_norm_target=0.01, tensor_rms_input=True),
-                         theta=theta, card={}, name="silent", sha256="0" * 64)
-    loud_theta = dict(theta, **{"cells.0.w_ih": theta["cells.0.w_ih"] + torch.eye(80, 3)[:, 2:] * 5.0})
+    config = NetConfig(grad_norm="tensor", grad_norm_target=0.01, **INPUTS[inputs])
+    theta["cells.0.w_ih"] = torch.cat([theta["cells.0.w_ih"], torch.zeros(80, config.tensor_inputs)], dim=1)
+    silent = RuleWeights(config=config, theta=theta, card={}, name="silent", sha256="0" * 64)
+    loud_w = theta["cells.0.w_ih"].clone()
+    loud_w[:, column] = 5.0 * torch.randn(80, generator=torch.Generator().manual_seed(0))  # only that input's weights
+    loud_theta = dict(theta, **{"cells.0.w_ih": loud_w})
     loud = RuleWeights(config=silent.config, theta=loud_theta, card={}, name="loud", sha256="1" * 64)
     for implementation in ("fast", "torch"):
         models = [small_model(seed=3) for _ in range(3)]
@@ -90,9 +102,10 @@ def test_the_input_changes_the_steps_and_without_its_weights_is_the_rule_without
         assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(ends[0], ends[2]))
 
 
+@pytest.mark.parametrize("inputs", ["tensor", "both"])
 @pytest.mark.parametrize("implementation", ["fast", "torch"])
-def test_the_steps_ignore_the_scale_of_the_loss(implementation):
-    rule = rule_with_input(grad_norm="tensor", grad_norm_target=0.01)
+def test_the_steps_ignore_the_scale_of_the_loss(implementation, inputs):
+    rule = rule_with_input(inputs=inputs, grad_norm="tensor", grad_norm_target=0.01)
     ends = []
     for scale in (1.0, 1e-5):
         model = small_model(seed=3)
@@ -106,21 +119,43 @@ def test_the_steps_ignore_the_scale_of_the_loss(implementation):
 @given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=5), log_scales=st.lists(st.floats(-12, 6), min_size=5,
                                                                                          max_size=5),
        log_c=st.floats(-20, 20), seed=st.integers(0, 2**16))
-def test_the_column_is_its_definition_and_ignores_a_common_factor(sizes, log_scales, log_c, seed):
+def test_the_columns_are_their_definition_and_ignore_a_common_factor(sizes, log_scales, log_c, seed):
     gen = torch.Generator().manual_seed(seed)
     pieces = [torch.randn(n, generator=gen, dtype=torch.float64) * 10.0**s for n, s in zip(sizes, log_scales)]
-    flat, p = torch.cat(pieces), 10.0
-    column = tensor_rms_column(flat, sizes, p)
-    assert column.shape == (flat.numel(), 1)
-    values = [c[0, 0] for c in column.split(sizes)]
-    for c, piece in zip(column.split(sizes), pieces):
-        assert torch.equal(c, c[:1].expand_as(c))  # one number per tensor
+    flat, config = torch.cat(pieces), NetConfig(**INPUTS["both"])
+    p = config.p
+    columns = tensor_input_columns(flat, sizes, config)
+    assert columns.shape == (flat.numel(), 2)
+    for c in columns.split(sizes):
+        assert torch.equal(c, c[:1].expand_as(c))  # one row of values per tensor
+    values = [float(c[0, 0]) for c in columns.split(sizes)]
     # the net's mean square is the count-weighted mean of the tensors': sum n_t exp(2 p c_t) = sum n_t
-    assert sum(n * math.exp(2 * p * float(v)) for n, v in zip(sizes, values)) == pytest.approx(sum(sizes), rel=1e-9)
+    assert sum(n * math.exp(2 * p * v) for n, v in zip(sizes, values)) == pytest.approx(sum(sizes), rel=1e-9)
     for v, piece in zip(values, pieces):
-        assert float(v) == pytest.approx(math.log(piece.square().mean().sqrt() / flat.square().mean().sqrt()) / p,
-                                         rel=1e-9, abs=1e-12)
-    torch.testing.assert_close(tensor_rms_column(flat * 10.0**log_c, sizes, p), column, rtol=1e-9, atol=1e-12)
+        assert v == pytest.approx(math.log(piece.square().mean().sqrt() / flat.square().mean().sqrt()) / p,
+                                  rel=1e-9, abs=1e-12)
+    # the second column: the whole net's spread of the first, the same for every entry
+    spread = math.sqrt(sum(n * v * v for n, v in zip(sizes, values)) / sum(sizes))
+    assert torch.equal(columns[:, 1], columns[:1, 1].expand(flat.numel()))
+    assert float(columns[0, 1]) == pytest.approx(spread, rel=1e-9, abs=1e-12)
+    torch.testing.assert_close(tensor_input_columns(flat * 10.0**log_c, sizes, config), columns, rtol=1e-9, atol=1e-12)
+    # each input alone is its column of the pair
+    torch.testing.assert_close(tensor_input_columns(flat, sizes, NetConfig(**INPUTS["tensor"])), columns[:, :1])
+    torch.testing.assert_close(tensor_input_columns(flat, sizes, NetConfig(**INPUTS["net"])), columns[:, 1:])
+    assert tensor_input_columns(flat, sizes, NetConfig()) is None
+    # a net whose tensors share one RMS has spread 0
+    same = torch.cat([piece / piece.square().mean().sqrt() for piece in pieces])
+    assert float(tensor_input_columns(same, sizes, config)[0, 1]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_spread_on_floats_and_on_tensors_agree():
+    ratios, counts = [0.1, -0.3, 0.0], [5, 7, 0]
+    on_floats = net_scale_spread(ratios, counts)
+    on_tensors = net_scale_spread([torch.tensor(r, dtype=torch.float64) for r in ratios],
+                                  [torch.tensor(n) for n in counts])
+    assert on_floats == pytest.approx(math.sqrt((5 * 0.01 + 7 * 0.09) / 12), rel=1e-12)
+    assert float(on_tensors) == pytest.approx(on_floats, rel=1e-12)
+    assert net_scale_spread([0.0], [0]) == 0.0
 
 
 def test_zero_and_nonfinite_gradients():
@@ -129,8 +164,8 @@ def test_zero_and_nonfinite_gradients():
     assert float(log_rms_ratio(torch.tensor(0.0), torch.tensor(2.0), 10.0)) == 0.0
     for implementation in ("fast", "torch", "reference"):
         model = small_model(seed=3)
-        opt = LearnedOptimizer(model.parameters(), weights=rule_with_input(grad_norm="tensor", grad_norm_target=0.01),
-                               implementation=implementation)
+        rule = rule_with_input(inputs="both", grad_norm="tensor", grad_norm_target=0.01)
+        opt = LearnedOptimizer(model.parameters(), weights=rule, implementation=implementation)
         loss_of(model, 0).backward()
         model.conv.weight.grad.view(-1)[0] = float("nan")
         model.scale.grad.zero_()
@@ -142,7 +177,7 @@ def test_zero_and_nonfinite_gradients():
 
 
 def test_meta_trainer_rollout_is_the_optimizer():
-    config = NetConfig(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02, tensor_rms_input=True)
+    config = NetConfig(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02, **INPUTS["both"])
     rule = random_weights(config, seed=2)
     task = make_task("two_moons", hidden=[8, 8])
     losses = rollout(rule.theta, config, task.sample(4), steps=20)
@@ -151,16 +186,22 @@ def test_meta_trainer_rollout_is_the_optimizer():
 
 
 def test_the_input_travels_in_the_weight_file_and_the_metatrain_flag(tmp_path):
-    rule = rule_with_input(grad_norm="tensor")
+    rule = rule_with_input(inputs="both", grad_norm="tensor")
     save_weights(tmp_path / "r.safetensors", rule.theta, rule.config, card={"name": "r"})
     loaded = load_weights(str(tmp_path / "r.safetensors"))
-    assert loaded.config.tensor_rms_input and loaded.theta["cells.0.w_ih"].shape == (80, 3)
-    assert not load_weights("default").config.tensor_rms_input  # cards written before it load without the input
+    assert loaded.config.tensor_rms_input and loaded.config.net_scale_input
+    assert loaded.theta["cells.0.w_ih"].shape == (80, 4)
+    default = load_weights("default").config  # cards written before them load without the inputs
+    assert not default.tensor_rms_input and not default.net_scale_input and default.tensor_inputs == 0
     parser = build_parser()
-    args = parser.parse_args(["--task", "two_moons", "--out", str(tmp_path / "x.safetensors"), "--tensor-rms-input"])
-    assert config_from_args(args).net.tensor_rms_input
-    with pytest.raises(ValueError, match="Invalid tensor_rms_input"):
-        NetConfig(tensor_rms_input=1)
+    out = ["--task", "two_moons", "--out", str(tmp_path / "x.safetensors")]
+    net = config_from_args(parser.parse_args(out + ["--tensor-rms-input"])).net
+    assert net.tensor_rms_input and not net.net_scale_input and net.input_size == 3
+    net = config_from_args(parser.parse_args(out + ["--net-scale-input"])).net
+    assert net.net_scale_input and not net.tensor_rms_input and net.input_size == 3
+    for name in ("tensor_rms_input", "net_scale_input"):
+        with pytest.raises(ValueError, match=f"Invalid {name}"):
+            NetConfig(**{name: 1})
 
 
 def test_pack_bias_shift_is_a_shift_of_layer_0s_biases():
@@ -176,13 +217,16 @@ def test_pack_bias_shift_is_a_shift_of_layer_0s_biases():
 
 
 def test_the_analysis_tools_read_the_rule():
-    rule = rule_with_input(grad_norm="tensor", grad_norm_target=0.01, hidden_size=4)
+    rule = rule_with_input(inputs="both", grad_norm="tensor", grad_norm_target=0.01, hidden_size=4)
     learned = analysis.LearnedRule(rule)
     h, g = learned.init_state(3), torch.tensor([1e-3, -1e-3, 0.0], dtype=torch.float64)
     at_net, _ = learned.step(h, g)
     learned.tensor_rms_ratio = 0.5
     above, _ = learned.step(h, g)
     assert not torch.allclose(at_net, above)
+    learned.net_scale = 0.3
+    spread, _ = learned.step(h, g)
+    assert not torch.allclose(spread, above)
     task = make_task("two_moons", hidden=[8])
     states, grads, losses, _ = record(learned, task, seeds=[0], steps=5, coords=16)
     assert torch.isfinite(losses).all() and states.shape[:3] == (1, 6, 16)

@@ -336,6 +336,7 @@ def triton_path(monkeypatch, device):
     ("default", torch.bfloat16, False, torch.float32),
     ("default", torch.float32, False, torch.bfloat16),  # not fused: the update is added outside the kernel
     ("tensor_rms_input", torch.float32, False, torch.float32),  # the per-tensor input folded into layer 0's biases
+    ("both_inputs", torch.float32, False, torch.float32),  # that and net_scale_input, both folded
 ])
 def test_learned_optimizer_on_the_triton_path_matches_the_torch_path(triton_path, device, weights, state_dtype, maximize,
                                                                     param_dtype):
@@ -345,11 +346,11 @@ def test_learned_optimizer_on_the_triton_path_matches_the_torch_path(triton_path
     shapes = [(7, 5), (33,), (3, 2, 4)]
     params = {impl: [torch.nn.Parameter((torch.randn(s, generator=torch.Generator().manual_seed(i)) * 0.1).to(device, param_dtype))
                      for i, s in enumerate(shapes)] for impl in ("fast", "torch")}
-    if weights == "tensor_rms_input":
+    if weights in ("tensor_rms_input", "both_inputs"):
         from learned_optim.pretrained import random_weights
 
         weights = random_weights(NetConfig(grad_norm="tensor", grad_norm_target=0.01, grad_norm_power=0.5,
-                                           tensor_rms_input=True), seed=1)
+                                           tensor_rms_input=True, net_scale_input=weights == "both_inputs"), seed=1)
     opts = {impl: LearnedOptimizer(ps, weights=weights, lr=0.5, maximize=maximize, chunk_size=16, state_dtype=state_dtype,
                                    implementation=impl) for impl, ps in params.items()}
     for _ in range(3):

@@ -95,7 +95,8 @@ class LearnedRule(Rule):
     ``g`` is the gradient as the rule sees it: for a rule with grad_norm="tensor", a gradient
     already rescaled to its tensor's target RMS (LearnedOptimizer does that before the step).
     A rule with ``tensor_rms_input`` also sees where the coordinate's tensor sits in the net,
-    log(RMS_tensor / RMS_net) / p: ``tensor_rms_ratio`` (default 0, a tensor at the net's RMS).
+    log(RMS_tensor / RMS_net) / p: ``tensor_rms_ratio`` (default 0, a tensor at the net's RMS); one with
+    ``net_scale_input`` how unequal the net's tensors' scales are: ``net_scale`` (default 0, all at one scale).
     """
 
     def __init__(self, weights: "str | RuleWeights | None" = "default", dtype=torch.float64) -> None:
@@ -105,12 +106,14 @@ class LearnedRule(Rule):
         self.state_size = self.config.state_size
         self.name = self.weights.name
         self.tensor_rms_ratio = 0.0
+        self.net_scale = 0.0
 
     def init_state(self, n: int = 1, dtype=torch.float64) -> torch.Tensor:
         return torch.zeros(n, self.state_size, dtype=dtype)
 
     def step(self, h, g):
         parts = tuple(h.split(self.config.hidden_size, dim=1))
-        x = rule_inputs(g.to(h.dtype), self.config, h.new_full((g.shape[0], 1), self.tensor_rms_ratio))
+        values = [self.tensor_rms_ratio] * self.config.tensor_rms_input + [self.net_scale] * self.config.net_scale_input
+        x = rule_inputs(g.to(h.dtype), self.config, h.new_tensor(values).expand(g.shape[0], len(values)))
         update, new = nets.step(self.theta, x, parts, self.config, impl="reference")
         return update, torch.cat(new, dim=1)

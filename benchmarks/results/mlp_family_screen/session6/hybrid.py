@@ -7,41 +7,27 @@ rescaling is per tensor, so each tensor takes exactly the steps it would take un
 Sum of the first 100 training losses on the first SEEDS (default 20) evaluation seeds of base_tasks, mean ± s.e.
 """
 import sys
+from pathlib import Path
 
 import torch
 
 from benchmarks.common import mean_se
-from learned_optim import LearnedOptimizer, load_weights
+from learned_optim import load_weights
 from learned_optim.baselines import compare
 from learned_optim.tasks import EVAL_SEEDS, make_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from split_rules import Split  # noqa: E402
 
 torch.set_num_threads(1)
 seeds = list(EVAL_SEEDS[: int(sys.argv[1]) if len(sys.argv) > 1 else 20])
 rules = {"default": load_weights("default"), "l2l-mnist": load_weights("l2l-mnist")}
 
 
-class Split:
-    """One optimizer per rule, each over the tensors assigned to it; ``lrs``: a learning rate per tensor."""
-
-    def __init__(self, params, assign, lrs=(1.0, 1.0, 1.0, 1.0)):
-        params = list(params)  # the MLP's order: layer 1 weight, bias, layer 2 weight, bias
-        self.opts = [LearnedOptimizer([{"params": [p], "lr": lr} for p, r, lr in zip(params, assign, lrs) if r == name],
-                                      weights=rules[name])
-                     for name in sorted(set(assign))]
-
-    def zero_grad(self, set_to_none=True):
-        for opt in self.opts:
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure=None):
-        for opt in self.opts:
-            opt.step()
-
-
 task = make_task("mnist_mlp", data_root="../shared/data")
 names = [n for n, _ in task.sample(seeds[0]).model.named_parameters()]
 print("tensors:", names)
-D, M = "default", "l2l-mnist"
+D, M = rules["default"], rules["l2l-mnist"]
 arms = {
     "default everywhere": [D, D, D, D],
     "l2l-mnist everywhere": [M, M, M, M],
