@@ -34,7 +34,7 @@ for name in names:
             opt.zero_grad()
             loss = problem.loss(t)
             loss.backward()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             before = [p.detach().clone() for p in params]
             grads = [p.grad.detach().clone() for p in params]
             opt.step()
