@@ -221,25 +221,19 @@ def log_rms_ratio(rms: "torch.Tensor | float", whole: "torch.Tensor | float", p:
 
 def net_scale_spread(ratios, counts) -> "torch.Tensor | float":
     """``sqrt(sum n_t c_t^2 / sum n_t)``: the count-weighted RMS of the tensors' ``log_rms_ratio`` values (0 for no
-    entries). Floats in, a float out; 0-dim tensors in, a 0-dim float64 tensor out (no sync)."""
-    ratios, counts = list(ratios), list(counts)
-    if all(isinstance(c, float) for c in ratios):
-        total = sum(int(n) for n in counts)
-        return math.sqrt(math.fsum(int(n) * c * c for c, n in zip(ratios, counts)) / max(total, 1))
-    device = next(torch.as_tensor(c).device for c in ratios)
-    ratios = [torch.as_tensor(c, dtype=torch.float64).to(device) for c in ratios]
-    counts = [torch.as_tensor(n, dtype=torch.float64).to(device) for n in counts]
-    total = sum(counts, torch.zeros((), dtype=torch.float64, device=device))
-    return (sum((n * c * c for c, n in zip(ratios, counts)), torch.zeros_like(total)) / total.clamp_min(1)).sqrt()
+    entries), the same combination ``net_rms`` makes of (RMS, count) pairs. Floats in, a float out; 0-dim tensors
+    in, a 0-dim float64 tensor out (no sync)."""
+    return net_rms(zip(ratios, counts))
 
 
-def tensor_input_values(stats, config) -> "list[tuple] | None":
+def tensor_input_values(stats, config, whole=None) -> "list[tuple] | None":
     """The per-tensor inputs of a rule of ``config`` for tensors of ``stats`` (each tensor's (RMS, count) of its raw
     gradient): a tuple of ``config.tensor_inputs`` values per tensor (its tensor_rms_input value, then the net's
-    net_scale_input value), None for a rule with neither."""
+    net_scale_input value), None for a rule with neither. ``whole``: ``net_rms(stats)`` where the caller has it."""
     if not config.tensor_inputs:
         return None
-    whole = net_rms(stats)
+    if whole is None:
+        whole = net_rms(stats)
     ratios = [log_rms_ratio(rms, whole, config.p) for rms, _ in stats]
     spread = net_scale_spread(ratios, [n for _, n in stats]) if config.net_scale_input else None
     return [(c,) * config.tensor_rms_input + (spread,) * config.net_scale_input for c in ratios]

@@ -323,7 +323,7 @@ class LearnedOptimizer(Optimizer):
                 return float(value)
             return torch.as_tensor(value).to(torch.float32 if self._use_triton(device) else self._compute_dtype)
 
-        inputs = iter(tensor_input_values(stats, config) or ())
+        inputs = iter(tensor_input_values(stats, config, whole) or ())
 
         def terms(rms, device: torch.device):
             factor = on(partial_scale(rms, whole, target, power), device) if config.grad_norm == "tensor" else None
