@@ -27,12 +27,12 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
 from . import analysis
-from .features import normalize_per_tensor
+from .features import normalize_per_tensor, tensor_input_columns
 from .optimizer import LearnedOptimizer
 from .tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
@@ -55,33 +55,79 @@ def seen(grads: Sequence[torch.Tensor], config) -> torch.Tensor:
     return flat
 
 
-def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, coords: int = 256):
-    """States (seeds, steps + 1, coords, D), gradients (seeds, steps, coords), losses (seeds, steps) and the
-    group label of each sampled coordinate (seeds × coords), for a fixed sample of coordinates per problem."""
-    states, grads, losses, labels = [], [], [], []
+class Recording(NamedTuple):
+    """What ``record`` saw: states (seeds, steps + 1, coords, D), gradients as the rule sees them (seeds, steps,
+    coords), losses (seeds, steps), the group label of each sampled coordinate (seeds × coords), and, for a rule with
+    per-tensor inputs, the values it was given (seeds, steps, coords, config.tensor_inputs; None for a rule without)."""
+
+    states: torch.Tensor
+    grads: torch.Tensor
+    losses: torch.Tensor
+    labels: list
+    inputs: "torch.Tensor | None"
+
+
+def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, coords: int = 256) -> Recording:
+    """Run the rule through LearnedOptimizer on each seed's problem and record a fixed sample of coordinates per
+    problem (see ``Recording``)."""
+    states, grads, losses, labels, inputs = [], [], [], [], []
     for seed in seeds:
         problem = task.sample(seed)
         params = list(problem.model.parameters())
-        total = sum(p.numel() for p in params)
+        sizes = [p.numel() for p in params]
+        total = sum(sizes)
         pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(coords, total)]
         names = groups_of(problem.model)
         labels.append([names[i] for i in pick.tolist()])
         run_losses = []
         opt = LearnedOptimizer(params, weights=rule.weights, implementation="reference", state_dtype=torch.float64)
-        run_states, run_grads = [rule.init_state(len(pick))], []
+        run_states, run_grads, run_inputs = [rule.init_state(len(pick))], [], []
         for t in range(steps):
             opt.zero_grad()
             loss = problem.loss(t)
             loss.backward()
             run_losses.append(float(loss.detach()))
             run_grads.append(seen([p.grad for p in params], rule.config)[pick])
+            if rule.config.tensor_inputs:
+                raw = torch.cat([p.grad.reshape(-1) for p in params]).double()
+                run_inputs.append(tensor_input_columns(raw, sizes, rule.config)[pick])
             opt.step()
             flat = torch.cat([torch.cat([opt.state[p][n] for n in rule.config.state_names], dim=1) for p in params])
             run_states.append(flat[pick])
         states.append(torch.stack(run_states))
         grads.append(torch.stack(run_grads))
         losses.append(torch.tensor(run_losses))
-    return torch.stack(states), torch.stack(grads), torch.stack(losses), labels
+        if run_inputs:
+            inputs.append(torch.stack(run_inputs))
+    return Recording(torch.stack(states), torch.stack(grads), torch.stack(losses), labels,
+                     torch.stack(inputs) if inputs else None)
+
+
+def inputs_by_group(rule: analysis.LearnedRule, inputs: "torch.Tensor | None", labels) -> dict:
+    """The median of each per-tensor input over each parameter group's recorded coordinates and steps."""
+    if inputs is None:
+        return {}
+    names = ["tensor_rms_ratio"] * rule.config.tensor_rms_input + ["net_scale"] * rule.config.net_scale_input
+    found = {}
+    for group in sorted({g for run in labels for g in run}):
+        values = torch.cat([inputs[run][:, torch.tensor([x == group for x in run_labels])].reshape(-1, len(names))
+                            for run, run_labels in enumerate(labels)])
+        found[group] = {name: float(values[:, column].median()) for column, name in enumerate(names)}
+    return found
+
+
+def hold_inputs(rule: analysis.LearnedRule, inputs: "torch.Tensor | None") -> dict:
+    """Set a rule's per-tensor inputs (``LearnedRule.tensor_rms_ratio``, ``net_scale``) to the medians of the
+    recorded values, so that the tools study it where the runs took it rather than at 0; returns what was set
+    (empty for a rule without such inputs)."""
+    if inputs is None:
+        return {}
+    names = ["tensor_rms_ratio"] * rule.config.tensor_rms_input + ["net_scale"] * rule.config.net_scale_input
+    held = {}
+    for column, name in enumerate(names):
+        held[name] = float(inputs[..., column].reshape(-1).median())
+        setattr(rule, name, held[name])
+    return held
 
 
 def pca(points: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -100,7 +146,8 @@ def secant_lr(rule, h: torch.Tensor, g: float) -> float:
 
 def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_iterations: int = 1000,
             search_samples: int = 0) -> dict:
-    states, grads, losses, labels = record(rule, task, seeds, steps)
+    states, grads, losses, labels, inputs = record(rule, task, seeds, steps)
+    held = hold_inputs(rule, inputs)
     baselines_found = {}
     if search_samples > 0:  # fig 1: the rule against momentum, RMSprop and Adam tuned by random search
         from .baselines import SEARCH_SPACES, configured, random_search, train
@@ -166,6 +213,8 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
             },
         },
         "adaptation": [{"g_star": g, "secant_lr_at_median_gradient": lr} for g, _, lr in s_curve],
+        "inputs_held_at": held,
+        "inputs_by_group": inputs_by_group(rule, inputs, labels),
         "note": "effective learning rate = -dΔx/dg at g = 0"
         + ("; under the log-sign preprocessing the network sees (−1, e^p g) for |g| < e^-p, so this slope belongs "
            "to that branch" if rule.config.preprocess == "log_sign" else ""),
@@ -398,6 +447,11 @@ def to_markdown(summary: dict) -> str:
         "",
         f"Note: {summary['note']}.",
         "",
+        *([f"**Per-tensor inputs**, held at the medians of the recorded values for the tools above: "
+           + ", ".join(f"{k} = {v:.3g}" for k, v in summary["inputs_held_at"].items()) + "; by group: "
+           + "; ".join(f"{g}: " + ", ".join(f"{v:.3g}" for v in vals.values())
+                       for g, vals in summary["inputs_by_group"].items()) + ".", ""]
+          if summary.get("inputs_held_at") else []),
         *([f"**Condition numbers** of the Hessians AᵀA of {summary['condition_numbers']['problems']} of the task's problems: "
            f"min {summary['condition_numbers']['min']:.3g}, median {summary['condition_numbers']['median']:.3g}, "
            f"max {summary['condition_numbers']['max']:.3g} (histogram in fig1_losses.png).", ""]

@@ -157,7 +157,8 @@ def test_analysis_records_the_gradients_the_rule_saw(power):
 
     config = NetConfig(hidden_size=5, grad_norm="tensor", grad_norm_target=0.02, grad_norm_power=power)
     rule = analysis.LearnedRule(random_weights(config, seed=7))
-    states, grads, _, _ = record(rule, make_task("two_moons", hidden=[8, 8]), seeds=[3], steps=4, coords=40)
+    states, grads, _, _, inputs = record(rule, make_task("two_moons", hidden=[8, 8]), seeds=[3], steps=4, coords=40)
+    assert inputs is None  # a rule without per-tensor inputs
     for t in range(4):
         _, replayed = rule.step(states[0, t], grads[0, t])
         torch.testing.assert_close(replayed, states[0, t + 1], rtol=1e-6, atol=1e-9)

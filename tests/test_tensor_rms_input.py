@@ -228,5 +228,75 @@ def test_the_analysis_tools_read_the_rule():
     spread, _ = learned.step(h, g)
     assert not torch.allclose(spread, above)
     task = make_task("two_moons", hidden=[8])
-    states, grads, losses, _ = record(learned, task, seeds=[0], steps=5, coords=16)
+    states, grads, losses, _, inputs = record(learned, task, seeds=[0], steps=5, coords=16)
     assert torch.isfinite(losses).all() and states.shape[:3] == (1, 6, 16)
+    assert inputs.shape == (1, 5, 16, 2)
+
+
+@pytest.mark.parametrize("inputs", sorted(INPUTS))
+def test_the_analysis_records_the_inputs_the_rule_was_given(inputs):
+    """analyze.record: each coordinate's recorded per-tensor inputs, with its recorded gradient, replay the optimizer's
+    states through the pure step; held at 0 (what the tools assumed before they were recorded) they do not."""
+    from learned_optim.analyze import hold_inputs
+
+    learned = analysis.LearnedRule(rule_with_input(seed=3, inputs=inputs, grad_norm="tensor", grad_norm_target=0.01,
+                                                   hidden_size=4))
+    task = make_task("two_moons", hidden=[8, 8])
+    states, grads, _, labels, recorded = record(learned, task, seeds=[2], steps=3, coords=24)
+    names = ["tensor_rms_ratio"] * learned.config.tensor_rms_input + ["net_scale"] * learned.config.net_scale_input
+    assert recorded.shape == (1, 3, 24, len(names))
+    # the same values for all of a tensor's coordinates, and the spread the same for the whole net
+    for group in set(labels[0]):
+        mask = torch.tensor([label == group for label in labels[0]])
+        assert (recorded[0][:, mask] == recorded[0][:, mask][:, :1]).all()
+    if "net_scale" in names:
+        assert (recorded[..., -1] == recorded[..., :1, -1]).all() and (recorded[..., -1] > 0).all()
+    if "tensor_rms_ratio" in names:
+        assert recorded[..., 0].unique().numel() > 1  # the layers of a fresh net differ in scale
+    mismatch_at_zero = 0.0
+    for t in range(3):
+        for i in range(24):
+            for name, value in zip(names, recorded[0, t, i].tolist()):
+                setattr(learned, name, value)
+            _, replayed = learned.step(states[0, t, i : i + 1], grads[0, t, i : i + 1])
+            torch.testing.assert_close(replayed[0], states[0, t + 1, i], rtol=1e-6, atol=1e-9)
+            for name in names:
+                setattr(learned, name, 0.0)
+            _, at_zero = learned.step(states[0, t, i : i + 1], grads[0, t, i : i + 1])
+            mismatch_at_zero = max(mismatch_at_zero, float((at_zero[0] - states[0, t + 1, i]).abs().max()))
+    assert mismatch_at_zero > 1e-6
+    held = hold_inputs(learned, recorded)
+    assert set(held) == set(names)
+    for column, name in enumerate(names):
+        assert getattr(learned, name) == held[name] == pytest.approx(float(recorded[..., column].median()))
+
+
+def test_the_analyze_report_studies_the_rule_at_the_inputs_its_runs_gave_it(tmp_path):
+    """analyze.main on a rule with both inputs: the tools hold them at the recorded medians, and the report says so,
+    with each parameter group's values (the layers of a net differ; the net-level value does not)."""
+    import json
+
+    from learned_optim import analyze
+
+    rule = rule_with_input(seed=5, inputs="both", grad_norm="tensor", grad_norm_target=0.01, hidden_size=4)
+    path = tmp_path / "both.safetensors"
+    save_weights(path, rule.theta, rule.config, {"name": "both"})
+    assert analyze.main([str(path), "--task", "two_moons", "--out", str(tmp_path / "r"), "--problems", "1",
+                         "--steps", "4", "--fp-iterations", "20"]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    learned = analysis.LearnedRule(str(path))
+    recorded = record(learned, make_task("two_moons"), summary["problems"], 4).inputs
+    held = summary["inputs_held_at"]
+    assert held["tensor_rms_ratio"] == pytest.approx(float(recorded[..., 0].median()))
+    assert held["net_scale"] == pytest.approx(float(recorded[..., 1].median())) and held["net_scale"] > 0
+    groups = summary["inputs_by_group"]
+    assert len(groups) >= 4 and len({round(g["tensor_rms_ratio"], 9) for g in groups.values()}) > 1
+    # one value per step for the whole net: with one problem, every group's median of it is the same
+    assert len({round(g["net_scale"], 9) for g in groups.values()}) == 1
+    assert "Per-tensor inputs" in (tmp_path / "r" / "summary.md").read_text()
+    plain = random_weights(NetConfig(grad_norm="tensor", hidden_size=4), seed=5)
+    save_weights(tmp_path / "plain.safetensors", plain.theta, plain.config, {"name": "plain"})
+    assert analyze.main([str(tmp_path / "plain.safetensors"), "--task", "two_moons", "--out", str(tmp_path / "p"),
+                         "--problems", "1", "--steps", "3", "--fp-iterations", "10"]) == 0
+    plain_summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert plain_summary["inputs_held_at"] == {} and "Per-tensor inputs" not in (tmp_path / "p" / "summary.md").read_text()
