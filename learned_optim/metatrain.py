@@ -3,7 +3,9 @@
 Truncated backpropagation through time, as in Andrychowicz et al. (2016):
 optimizee runs of ``steps`` steps, unrolled ``unroll`` steps at a time; the
 meta-loss of an unroll is the sum of the optimizee's losses after each of its
-updates (every weight w_t = 1); the optimizee's gradients are treated as inputs
+updates (every weight w_t = 1; with ``meta_loss="log"`` the sum of their logarithms,
+so that each problem counts by its relative progress rather than its loss's
+scale: then G_j below sums g_t / f(θ_t)); the optimizee's gradients are treated as inputs
 (no second derivatives); the rule's hidden state is carried across unrolls and
 detached between them; the meta-optimizer is Adam.
 
@@ -55,6 +57,8 @@ KERNELS = ("auto", "cpp", "python")
 
 
 BIAS_INITS = ("uniform", "zero")
+META_LOSSES = ("sum", "log")
+LOG_FLOOR = 1e-8  # meta_loss="log": a loss is read as at least this (a loss of 0 would weigh without bound)
 
 
 def initial_theta(config: "MetaTrainConfig", device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -91,6 +95,9 @@ class MetaTrainConfig:
     # "uniform" (torch.nn's init for every weight) or "zero": biases start at 0, so that with preprocess "none" the
     # untrained rule maps g = 0 to a zero update and state instead of moving every coordinate by the same step
     bias_init: str = "uniform"
+    # "sum": Σ_t f(θ_t) per unroll (the paper's); "log": Σ_t log f(θ_t), each problem weighted by its relative progress
+    # (needs losses > 0, as cross-entropy and squared error are; one at or below LOG_FLOOR is read as LOG_FLOOR)
+    meta_loss: str = "sum"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems", "problems_per_step", "max_lr_reductions"):
@@ -114,6 +121,8 @@ class MetaTrainConfig:
             raise ValueError(f"Invalid divergence_lr_factor: {self.divergence_lr_factor!r} (must be in (0, 1))")
         if self.bias_init not in BIAS_INITS:
             raise ValueError(f"Invalid bias_init: {self.bias_init!r} (allowed: {', '.join(BIAS_INITS)})")
+        if self.meta_loss not in META_LOSSES:
+            raise ValueError(f"Invalid meta_loss: {self.meta_loss!r} (allowed: {', '.join(META_LOSSES)})")
         if self.kernel not in KERNELS:
             raise ValueError(f"Invalid kernel: {self.kernel!r} (allowed: {', '.join(KERNELS)})")
 
@@ -255,8 +264,13 @@ def train_runs(
                 optimizee.apply(update)
                 loss, grad = optimizee.loss_and_grad(start + k + 1)
                 updates.append(update)
-                later_grads.append(grad)
-                unroll_loss += float(loss)
+                if config.meta_loss == "log":  # d log f / dθ = g / f
+                    value = max(float(loss), LOG_FLOOR) if math.isfinite(float(loss)) else float(loss)
+                    later_grads.append(grad / value)
+                    unroll_loss += math.log(value) if value > 0 else math.inf
+                else:
+                    later_grads.append(grad)
+                    unroll_loss += float(loss)
             if not math.isfinite(unroll_loss):
                 skipped += 1
                 alive[b] = False  # the optimizee diverged: no meta-update from this run's remainder
@@ -660,6 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--bias-init", default=defaults.bias_init, choices=BIAS_INITS,
                        help="uniform (torch.nn's init) or zero: the untrained rule then maps a zero gradient to a zero "
                        "update (needed where gradients are small, e.g. mnist_cnn with --preprocess none)")
+    group.add_argument("--meta-loss", default=defaults.meta_loss, choices=META_LOSSES,
+                       help="sum: the sum of the optimizee's losses per unroll (the paper's); log: the sum of their "
+                       "logarithms, so that problems count by relative progress, not by their losses' scale")
     group = parser.add_argument_group("network")
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)
@@ -744,6 +761,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         divergence_lr_factor=args.divergence_lr_factor,
         max_lr_reductions=args.max_lr_reductions,
         bias_init=args.bias_init,
+        meta_loss=args.meta_loss,
     )
 
 

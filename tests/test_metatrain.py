@@ -29,9 +29,11 @@ class _Capture(torch.optim.Optimizer):
         self.grads.append([p.grad.clone() for p in self.param_groups[0]["params"]])
 
 
-def test_meta_gradient_equals_full_backprop_with_detached_gradients(monkeypatch):
-    """One backward per unroll gives exactly d/dφ Σ_t f(θ_t) of the paper (second derivatives dropped)."""
-    config = MetaTrainConfig(task="quadratic", steps=6, unroll=6, net=NetConfig(hidden_size=5))
+@pytest.mark.parametrize("meta_loss", ["sum", "log"])
+def test_meta_gradient_equals_full_backprop_with_detached_gradients(monkeypatch, meta_loss):
+    """One backward per unroll gives exactly d/dφ Σ_t f(θ_t) of the paper (second derivatives dropped), and with
+    meta_loss="log" d/dφ Σ_t log f(θ_t)."""
+    config = MetaTrainConfig(task="quadratic", steps=6, unroll=6, net=NetConfig(hidden_size=5), meta_loss=meta_loss)
     problem = make_task("quadratic", init="normal").sample(123)
     problem.w, problem.y = problem.w.double(), problem.y.double()
     theta0 = nets.init_theta(config.net, torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -47,7 +49,7 @@ def test_meta_gradient_equals_full_backprop_with_detached_gradients(monkeypatch)
         (g,) = torch.autograd.grad(f(leaf), leaf)
         update, state = nets.step(theta, preprocess(g), state, config.net)
         x = x + update
-        total = total + f(x)
+        total = total + (f(x) if meta_loss == "sum" else f(x).log())
     total.backward()
 
     # the trainer, in float64
@@ -66,6 +68,34 @@ def test_meta_gradient_equals_full_backprop_with_detached_gradients(monkeypatch)
     assert len(capture.grads) == 1
     for (name, p), mine in zip(theta.items(), capture.grads[0]):
         torch.testing.assert_close(mine, p.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_the_log_meta_loss_weighs_problems_by_relative_progress():
+    """meta_loss="log": a problem whose loss is scaled by a constant c gives the same meta-gradient (d log(c f) = d log
+    f), where the paper's sum scales it by c; the recipe records it, and the command line sets it. (A rule that
+    rescales each tensor's gradient, grad_norm="tensor", sees the same inputs for f and c f.)"""
+
+    def meta_gradient(meta_loss, scale):
+        problem = make_task("quadratic", init="normal").sample(7)
+        problem.w, problem.y = problem.w * scale**0.5, problem.y * scale**0.5  # f -> scale * f
+        config = MetaTrainConfig(task="quadratic", steps=4, unroll=4, kernel="python", meta_loss=meta_loss,
+                                 net=NetConfig(hidden_size=3, grad_norm="tensor", grad_norm_target=0.01))
+        theta = {k: v.requires_grad_(True) for k, v in nets.init_theta(config.net, torch.Generator().manual_seed(2)).items()}
+        capture = _Capture(list(theta.values()))
+        train_run(theta, capture, problem, config)
+        return torch.cat([g.reshape(-1) for g in capture.grads[0]])
+
+    log1, log4 = meta_gradient("log", 1.0), meta_gradient("log", 4.0)
+    sum1, sum4 = meta_gradient("sum", 1.0), meta_gradient("sum", 4.0)
+    assert log1.abs().max() > 0 and sum1.abs().max() > 0
+    torch.testing.assert_close(log4, log1, rtol=1e-3, atol=1e-6 * float(log1.abs().max()))
+    torch.testing.assert_close(sum4, 4 * sum1, rtol=1e-3, atol=1e-6 * float(sum4.abs().max()))
+    assert not torch.allclose(sum4, sum1, rtol=1e-2)
+    parsed = mt.config_from_args(mt.build_parser().parse_args(["--out", "x.safetensors", "--meta-loss", "log"]))
+    assert parsed.meta_loss == "log" and MetaTrainConfig.from_dict(parsed.to_dict()).meta_loss == "log"
+    assert MetaTrainConfig.from_dict({k: v for k, v in MetaTrainConfig().to_dict().items() if k != "meta_loss"}).meta_loss == "sum"
+    with pytest.raises(ValueError, match="meta_loss"):
+        MetaTrainConfig(meta_loss="mean")
 
 
 def test_rollout_equals_learned_optimizer_on_the_module(rule):
