@@ -107,7 +107,7 @@ def inputs_by_group(rule: analysis.LearnedRule, inputs: "torch.Tensor | None", l
     """The median of each per-tensor input over each parameter group's recorded coordinates and steps."""
     if inputs is None:
         return {}
-    names = ["tensor_rms_ratio"] * rule.config.tensor_rms_input + ["net_scale"] * rule.config.net_scale_input
+    names = rule.input_names
     found = {}
     for group in sorted({g for run in labels for g in run}):
         values = torch.cat([inputs[run][:, torch.tensor([x == group for x in run_labels])].reshape(-1, len(names))
@@ -122,7 +122,7 @@ def hold_inputs(rule: analysis.LearnedRule, inputs: "torch.Tensor | None") -> di
     (empty for a rule without such inputs)."""
     if inputs is None:
         return {}
-    names = ["tensor_rms_ratio"] * rule.config.tensor_rms_input + ["net_scale"] * rule.config.net_scale_input
+    names = rule.input_names
     held = {}
     for column, name in enumerate(names):
         held[name] = float(inputs[..., column].reshape(-1).median())

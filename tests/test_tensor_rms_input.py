@@ -243,7 +243,8 @@ def test_the_analysis_records_the_inputs_the_rule_was_given(inputs):
                                                    hidden_size=4))
     task = make_task("two_moons", hidden=[8, 8])
     states, grads, _, labels, recorded = record(learned, task, seeds=[2], steps=3, coords=24)
-    names = ["tensor_rms_ratio"] * learned.config.tensor_rms_input + ["net_scale"] * learned.config.net_scale_input
+    names = learned.input_names
+    assert names == {"tensor": ["tensor_rms_ratio"], "net": ["net_scale"], "both": ["tensor_rms_ratio", "net_scale"]}[inputs]
     assert recorded.shape == (1, 3, 24, len(names))
     # the same values for all of a tensor's coordinates, and the spread the same for the whole net
     for group in set(labels[0]):

@@ -108,12 +108,17 @@ class LearnedRule(Rule):
         self.tensor_rms_ratio = 0.0
         self.net_scale = 0.0
 
+    @property
+    def input_names(self) -> list[str]:
+        """The attributes holding the rule's per-tensor inputs, in the order of its input columns."""
+        return ["tensor_rms_ratio"] * self.config.tensor_rms_input + ["net_scale"] * self.config.net_scale_input
+
     def init_state(self, n: int = 1, dtype=torch.float64) -> torch.Tensor:
         return torch.zeros(n, self.state_size, dtype=dtype)
 
     def step(self, h, g):
         parts = tuple(h.split(self.config.hidden_size, dim=1))
-        values = [self.tensor_rms_ratio] * self.config.tensor_rms_input + [self.net_scale] * self.config.net_scale_input
+        values = [getattr(self, name) for name in self.input_names]
         x = rule_inputs(g.to(h.dtype), self.config, h.new_tensor(values).expand(g.shape[0], len(values)))
         update, new = nets.step(self.theta, x, parts, self.config, impl="reference")
         return update, torch.cat(new, dim=1)
