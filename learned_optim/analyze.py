@@ -45,13 +45,12 @@ def groups_of(model: torch.nn.Module) -> list[str]:
     return labels
 
 
-def seen(grads: Sequence[torch.Tensor], config) -> torch.Tensor:
-    """A net's gradients, flat in float64, as the rule sees them: rescaled under grad_norm="tensor" (see
-    features.py), each tensor on its own or, with grad_norm_power below 1, partly by the whole net's RMS."""
-    # in float64, as the recording optimizer (state_dtype float64) computes it
-    flat = torch.cat([g.reshape(-1) for g in grads]).double()
+def seen(flat: torch.Tensor, sizes: Sequence[int], config) -> torch.Tensor:
+    """A net's raw gradients (flat in float64, tensors of ``sizes`` entries) as the rule sees them: rescaled under
+    grad_norm="tensor" (see features.py), each tensor on its own or, with grad_norm_power below 1, partly by the
+    whole net's RMS."""
     if config.grad_norm == "tensor":
-        return normalize_per_tensor(flat, [g.numel() for g in grads], config.grad_norm_target, config.grad_norm_power)
+        return normalize_per_tensor(flat, list(sizes), config.grad_norm_target, config.grad_norm_power)
     return flat
 
 
@@ -87,9 +86,10 @@ def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, c
             loss = problem.loss(t)
             loss.backward()
             run_losses.append(float(loss.detach()))
-            run_grads.append(seen([p.grad for p in params], rule.config)[pick])
+            # in float64, as the recording optimizer (state_dtype float64) computes it
+            raw = torch.cat([p.grad.reshape(-1) for p in params]).double()
+            run_grads.append(seen(raw, sizes, rule.config)[pick])
             if rule.config.tensor_inputs:
-                raw = torch.cat([p.grad.reshape(-1) for p in params]).double()
                 run_inputs.append(tensor_input_columns(raw, sizes, rule.config)[pick])
             opt.step()
             flat = torch.cat([torch.cat([opt.state[p][n] for n in rule.config.state_names], dim=1) for p in params])

@@ -264,13 +264,14 @@ def train_runs(
                 optimizee.apply(update)
                 loss, grad = optimizee.loss_and_grad(start + k + 1)
                 updates.append(update)
-                if config.meta_loss == "log":  # d log f / dθ = g / f
-                    value = max(float(loss), LOG_FLOOR) if math.isfinite(float(loss)) else float(loss)
+                value = float(loss)  # one device sync per step, as before
+                if config.meta_loss == "log":  # d log f / dθ = g / f (a NaN stays NaN and an inf inf: the run is skipped)
+                    value = max(value, LOG_FLOOR)
                     later_grads.append(grad / value)
-                    unroll_loss += math.log(value) if value > 0 else math.inf
+                    unroll_loss += math.log(value)
                 else:
                     later_grads.append(grad)
-                    unroll_loss += float(loss)
+                    unroll_loss += value
             if not math.isfinite(unroll_loss):
                 skipped += 1
                 alive[b] = False  # the optimizee diverged: no meta-update from this run's remainder
