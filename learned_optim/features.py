@@ -119,7 +119,10 @@ def scale_for_rms(rms: torch.Tensor, target: float) -> torch.Tensor:
     would give an infinite scale, and every scaled entry would be skipped as non-finite: the
     largest finite scale instead.
     """
-    ratio = (target / torch.where(rms > 0, rms, torch.ones_like(rms))).clamp(max=torch.finfo(rms.dtype).max)
+    # divided in float64: in float32 torch may divide as target * (1 / rms), and 1 / rms overflows for an RMS
+    # below 1 / (float32's largest value) although target / rms is finite (the C++ kernel divides in double)
+    safe = torch.where(rms > 0, rms, torch.ones_like(rms)).double()
+    ratio = (target / safe).clamp(max=torch.finfo(rms.dtype).max).to(rms.dtype)
     return torch.where(rms > 0, ratio, torch.ones_like(rms))
 
 
