@@ -201,6 +201,61 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
 # gradients are far below the last's). Also invariant to a common factor.
 
 
+# -- a step relative to the tensor's own scale ----------------------------------------------
+#
+# Per-tensor normalization makes a rule's steps the same size in every tensor. A net's
+# tensors are not on one scale: in the paper's 784-20-10 MLP the output layer's weights
+# (fan-in 20) start about six times as large as the first layer's (fan-in 784), and a
+# rule meta-trained on that net alone moves them about ten times as far. With
+# ``relative_step`` b > 0 each tensor's update is multiplied by
+#
+#     m_t = clamp(RMS(w_t) / RMS(w_net), 1/R, R)^b,     R = RELATIVE_STEP_RANGE,
+#
+# RMS(w_net) over all the weights the step updates (count-weighted), so a net whose tensors
+# share one scale takes the rule's plain steps, and every weight times one constant leaves
+# m unchanged. The clamp keeps a tensor that starts at zero (a bias) moving (at R^-b of a
+# typical step) and bounds the factor of one far larger than the rest (a norm layer's
+# gains at 1). A net whose weights are all zero (or not finite) takes m = 1. As Adafactor's
+# relative step size, but on a learned rule's update, and relative to the net.
+
+RELATIVE_STEP_RANGE = 10.0
+
+
+def relative_step_factors(stats, power: float) -> list:
+    """Each tensor's ``m_t`` from its weights' (RMS, count) in ``stats`` (``tensor_rms`` of the parameter, or the
+    kernels' floats): floats in, floats out; 0-dim tensors in, 0-dim float64 tensors on the first one's device out
+    (no sync). All 1 for ``power`` 0."""
+    stats = list(stats)
+    if power == 0:
+        return [1.0] * len(stats)
+    whole = net_rms(stats)
+    low, high = 1.0 / RELATIVE_STEP_RANGE, RELATIVE_STEP_RANGE
+    if isinstance(whole, float):
+        if not (whole > 0 and math.isfinite(whole)):
+            return [1.0] * len(stats)
+        return [min(max(rms / whole, low), high) ** power for rms, _ in stats]
+    ok = (whole > 0) & torch.isfinite(whole)
+    safe = torch.where(ok, whole, torch.ones_like(whole))
+    out = []
+    for rms, _ in stats:
+        ratio = (torch.as_tensor(rms, dtype=torch.float64).to(whole.device) / safe).clamp(low, high)
+        out.append(torch.where(ok, ratio**power, torch.ones_like(ratio)))
+    return out
+
+
+def relative_step_column(tensors, power: float) -> "torch.Tensor | None":
+    """``m_t`` of a net's parameter ``tensors``, one entry per coordinate in their order, flat (N,), in float32 on the
+    first tensor's device; None for ``power`` 0."""
+    if power == 0:
+        return None
+    tensors = list(tensors)
+    stats = [tensor_rms(t.detach()) for t in tensors]
+    factors = torch.stack([torch.as_tensor(m, dtype=torch.float64) for m in relative_step_factors(stats, power)])
+    device = tensors[0].device
+    return factors.to(device=device, dtype=torch.float32).repeat_interleave(
+        torch.tensor([t.numel() for t in tensors], device=device))
+
+
 def rule_inputs(grad: torch.Tensor, config, column: "torch.Tensor | None" = None) -> torch.Tensor:
     """What a rule of ``config`` (a NetConfig) takes per coordinate of a flat gradient: its preprocessing, and for a
     rule with per-tensor inputs (``config.tensor_inputs`` of them) the ``column`` (N, k) beside it.

@@ -47,7 +47,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__, nets
-from .features import normalize_per_tensor, rule_inputs, tensor_input_columns
+from .features import normalize_per_tensor, relative_step_column, rule_inputs, tensor_input_columns
 from .nets import NetConfig
 from .pretrained import atomic_write, header_metadata, save_weights
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
@@ -174,12 +174,18 @@ class _Optimizee:
         self.params = [p + u.view(shape) for p, u, shape in zip(self.params, pieces, self.shapes)]
 
 
-def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None):
-    """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it."""
+def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None,
+               params=None):
+    """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it;
+    ``params``: the optimizee's tensors, which a rule with ``relative_step`` scales each tensor's update by."""
     column = tensor_input_columns(grad, sizes, net)
     if net.grad_norm == "tensor":
         grad = normalize_per_tensor(grad, sizes, net.grad_norm_target, net.grad_norm_power)
-    return nets.step(theta, rule_inputs(grad, net, column), state, net, impl=impl)
+    update, state = nets.step(theta, rule_inputs(grad, net, column), state, net, impl=impl)
+    if net.relative_step:
+        # a constant of the meta-gradient, as the gradient is: the optimizee's second derivatives are dropped
+        update = update * relative_step_column(params, net.relative_step).to(update.dtype)
+    return update, state
 
 
 def cell_impl(kernel: str) -> str:
@@ -210,7 +216,7 @@ def rollout(
         if not torch.isfinite(loss):
             losses[t:] = float("inf")
             break
-        update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes)
+        update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes, optimizee.params)
         optimizee.apply(update)
     return losses
 
@@ -260,7 +266,7 @@ def train_runs(
             grad, state = current[b], states[b]
             updates, later_grads, unroll_loss = [], [], 0.0
             for k in range(length):
-                update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes)
+                update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes, optimizee.params)
                 optimizee.apply(update)
                 loss, grad = optimizee.loss_and_grad(start + k + 1)
                 updates.append(update)
@@ -696,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--net-scale-input", action="store_true",
                        help="one more input, the same for every coordinate: the count-weighted RMS over the "
                             "optimizee's tensors of log(RMS_tensor / RMS_net) / p (how unequal its scales are)")
+    group.add_argument("--relative-step", type=float, default=net_defaults.relative_step,
+                       help="b in [0, 2]: each optimizee tensor's update times (RMS of its weights / RMS of all the "
+                            "optimizee's weights)^b, the ratio clamped to [0.1, 10]; 0: off")
     group = parser.add_argument_group("task options (only those of the chosen task apply)")
     group.add_argument("--dim", type=int, default=None, help="quadratic: dimension")
     group.add_argument("--init", default=None, help="quadratic: initial θ, zeros or normal")
@@ -740,6 +749,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         grad_norm_power=args.grad_norm_power,
         tensor_rms_input=args.tensor_rms_input,
         net_scale_input=args.net_scale_input,
+        relative_step=args.relative_step,
     )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"Invalid device: {args.device!r} (CUDA is not available here; use --device cpu)")

@@ -10,7 +10,8 @@ import torch
 from torch.optim import Optimizer
 
 from . import kernels, nets
-from .features import GRAD_NORMS, net_rms, partial_scale, rule_inputs, tensor_input_values, tensor_rms, tensor_scale
+from .features import (GRAD_NORMS, net_rms, partial_scale, relative_step_factors, rule_inputs, tensor_input_values,
+                       tensor_rms, tensor_scale)
 from .pretrained import RuleWeights, load_weights
 
 IMPLEMENTATIONS = ("fast", "torch", "reference")
@@ -127,6 +128,11 @@ class LearnedOptimizer(Optimizer):
             gradient, from the same per-tensor RMS; one with ``net_scale_input`` sees how unequal
             those are over the net (features.py). The C++ and Triton kernels take such inputs,
             constant over a tensor, as a shift of layer 0's gate biases.
+        relative_step: b in [0, 2]: each tensor's update is multiplied by
+            ``clamp(RMS(p) / RMS(net), 0.1, 10)^b``, RMS(net) over every parameter the step
+            updates (all param groups), so tensors whose weights are larger take larger steps
+            (features.py; as the group's lr, the kernels take it as a per-tensor lr). Default
+            (None): the rule's (its card's ``relative_step``, 0 for the shipped rules).
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
             steps pay the compilation (seconds; it needs a C++ compiler on the CPU), later
@@ -147,6 +153,7 @@ class LearnedOptimizer(Optimizer):
         grad_norm: Optional[str] = None,
         grad_norm_target: Optional[float] = None,
         grad_norm_power: Optional[float] = None,
+        relative_step: Optional[float] = None,
         compile: bool = False,
     ) -> None:
         if isinstance(lr, torch.Tensor):
@@ -180,7 +187,8 @@ class LearnedOptimizer(Optimizer):
             raise ValueError(f"Invalid grad_norm: {grad_norm!r} (allowed: {', '.join(GRAD_NORMS)})")
         self.rule = load_weights(weights)
         overrides = {k: v for k, v in (("grad_norm", grad_norm), ("grad_norm_target", grad_norm_target),
-                                       ("grad_norm_power", grad_norm_power)) if v is not None}
+                                       ("grad_norm_power", grad_norm_power), ("relative_step", relative_step))
+                     if v is not None}
         # the rule's config with the overrides; NetConfig checks the target
         self.config = dataclasses.replace(self.rule.config, **overrides) if overrides else self.rule.config
         self.chunk_size = chunk_size
@@ -268,7 +276,7 @@ class LearnedOptimizer(Optimizer):
                     )
             else:
                 self._check_state_fits(p, state)
-            factor = self._grad_rms(grad, param.grad) if self._needs_net_rms else self._grad_scale(grad, param.grad)
+            factor = self._tensor_rms(grad, param.grad) if self._needs_net_rms else self._grad_scale(grad, param.grad)
             entries.append((p, grad, state, factor))
         return entries
 
@@ -279,10 +287,11 @@ class LearnedOptimizer(Optimizer):
         partial = self.config.grad_norm == "tensor" and self.config.grad_norm_power != 1
         return partial or bool(self.config.tensor_inputs)
 
-    def _grad_rms(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None):
-        """(RMS, count) of this tensor's finite gradient entries, by the fastest path on its device.
+    def _tensor_rms(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None):
+        """(RMS, count) of this tensor's finite entries (a gradient's; a parameter's for ``relative_step``), by the
+        fastest path on its device.
 
-        Floats on the CPU, 0-dim tensors elsewhere (no sync); for a sharded (DTensor) gradient
+        Floats on the CPU, 0-dim tensors elsewhere (no sync); for a sharded (DTensor) tensor
         the whole tensor's, as in ``_grad_scale``.
         """
         reduce_max, reduce_sum = _shard_reductions(whole)
@@ -395,15 +404,30 @@ class LearnedOptimizer(Optimizer):
             groups = self._net_terms(groups)
         else:
             groups = [(group, [(*entry, None) for entry in entries]) for group, entries in groups]
+        groups = self._step_sizes(groups)
         for group, entries in groups:
             if not entries:
                 continue
-            lr = float(group["lr"])
             if self.implementation == "reference":
-                self._reference_update(entries, lr, group["maximize"])
+                self._reference_update(entries, group["maximize"])
             else:
-                self._fast_update(entries, lr, group["maximize"])
+                self._fast_update(entries, group["maximize"])
         return loss
+
+    def _step_sizes(self, groups):
+        """The groups' entries with each tensor's lr appended: the group's, times the tensor's relative step
+        ``(RMS(p) / RMS(net))^b`` for a rule with ``relative_step`` b (features.relative_step_factors; the net is
+        every parameter the step updates, in all groups)."""
+        power = self.config.relative_step
+        if not power:
+            return [(group, [(*entry, float(group["lr"])) for entry in entries]) for group, entries in groups]
+        params = [[param for param in group["params"] if param.grad is not None] for group in self.param_groups]
+        stats = [self._tensor_rms(_local(param).detach(), param) for group_params in params for param in group_params]
+        factors = relative_step_factors(stats, power)
+        if factors and not isinstance(factors[0], float):  # one sync for the whole step: the kernels take a float lr
+            factors = torch.stack([f.to(factors[0].device) for f in factors]).tolist()
+        factors = iter(factors)
+        return [(group, [(*entry, float(group["lr"]) * next(factors)) for entry in entries]) for group, entries in groups]
 
     def _rule(self, grad: torch.Tensor, state: nets.State, column: "torch.Tensor | None" = None
               ) -> tuple[torch.Tensor, nets.State]:
@@ -432,9 +456,9 @@ class LearnedOptimizer(Optimizer):
             flat = flat * scale
         return -flat if maximize else flat
 
-    def _reference_update(self, entries, lr: float, maximize: bool) -> None:
+    def _reference_update(self, entries, maximize: bool) -> None:
         """One tensor at a time, following the math: the readable reference."""
-        for p, grad, state, scale, shift in entries:
+        for p, grad, state, scale, shift, lr in entries:
             state["step"] += 1
             self._update_tensor(p, grad, state, scale, shift, lr, maximize)
 
@@ -455,7 +479,7 @@ class LearnedOptimizer(Optimizer):
             state[name] = tensor.to(self.state_dtype)
         _add_update(p, update.view(p.shape), lr)
 
-    def _fast_update(self, entries, lr: float, maximize: bool) -> None:
+    def _fast_update(self, entries, maximize: bool) -> None:
         """All coordinates of the group through the network in chunks of ``chunk_size``.
 
         Small tensors are packed together into one chunk and large ones are cut into
@@ -464,7 +488,7 @@ class LearnedOptimizer(Optimizer):
         """
         names = self.config.state_names
         by_device: dict[torch.device, list] = {}
-        for p, grad, state, scale, shift in entries:
+        for p, grad, state, scale, shift, lr in entries:
             state["step"] += 1
             if p.numel() == 0:
                 continue
@@ -472,30 +496,30 @@ class LearnedOptimizer(Optimizer):
                 # no flat view to write into: this tensor goes the reference way
                 self._update_tensor(p, grad, state, scale, shift, lr, maximize)
                 continue
-            by_device.setdefault(p.device, []).append((p, grad, state, scale, shift))
+            by_device.setdefault(p.device, []).append((p, grad, state, scale, shift, lr))
 
         for device, device_entries in by_device.items():
             if self._use_kernel(device):
-                self._kernel_update(device_entries, lr, maximize)
+                self._kernel_update(device_entries, maximize)
                 continue
             if self._use_triton(device):
-                self._triton_update(device_entries, lr, maximize)
+                self._triton_update(device_entries, maximize)
                 continue
-            pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], Any, Any, int, int]] = []
+            pending: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any], Any, Any, float, int, int]] = []
             filled, chunk = 0, self.chunk_for(device)
-            for p, grad, state, scale, shift in device_entries:
+            for p, grad, state, scale, shift, lr in device_entries:
                 flat_grad = grad.reshape(-1)
                 start, numel = 0, p.numel()
                 while start < numel:
                     take = min(numel - start, chunk - filled)
-                    pending.append((p, flat_grad, state, scale, shift, start, start + take))
+                    pending.append((p, flat_grad, state, scale, shift, lr, start, start + take))
                     filled += take
                     start += take
                     if filled == chunk:
-                        self._run_chunk(pending, names, lr, maximize)
+                        self._run_chunk(pending, names, maximize)
                         pending, filled = [], 0
             if pending:
-                self._run_chunk(pending, names, lr, maximize)
+                self._run_chunk(pending, names, maximize)
 
     def chunk_for(self, device: torch.device) -> int:
         """Coordinates per batch on ``device``: ``chunk_size`` if given, else the device's default."""
@@ -517,7 +541,7 @@ class LearnedOptimizer(Optimizer):
 
         return triton_step.supports(self.config) and triton_step.available()
 
-    def _triton_update(self, entries, lr: float, maximize: bool) -> None:
+    def _triton_update(self, entries, maximize: bool) -> None:
         """The Triton kernel (CUDA): tensor by tensor, state updated in place; whole when it can write the parameter
         itself (no extra memory), else in slices of ``chunk_size``."""
         from . import triton_step
@@ -533,7 +557,7 @@ class LearnedOptimizer(Optimizer):
         packed, shift_rows = packed
         config = _base_config(self.config)
         chunk, precision = self.chunk_for(device), triton_step.torch_precision()
-        for p, grad, state, scale, shift in entries:
+        for p, grad, state, scale, shift, lr in entries:
             # each per-tensor input is one number for the whole tensor: a shift of layer 0's gate biases
             tensor_packed = packed if shift is None else dataclasses.replace(
                 packed, bias=packed.bias + sum(torch.as_tensor(v, dtype=torch.float32).to(device) * row
@@ -559,7 +583,7 @@ class LearnedOptimizer(Optimizer):
                 if not fused:
                     _add_update(target[start:end], update, lr)
 
-    def _kernel_update(self, entries, lr: float, maximize: bool) -> None:
+    def _kernel_update(self, entries, maximize: bool) -> None:
         """The C++ kernel, tensor by tensor: whole when it can write the parameter itself (no extra memory), else in
         slices of ``chunk_size`` (a float32 copy of the gradient's slice and the update: the only extra memory)."""
         names = self.config.state_names
@@ -570,7 +594,7 @@ class LearnedOptimizer(Optimizer):
         base_packed, readout, shift_rows = self._packed
         theta, config = self._theta(torch.device("cpu")), _base_config(self.config)
         chunk = self.chunk_for(torch.device("cpu"))
-        for p, grad, state, scale, shift in entries:
+        for p, grad, state, scale, shift, lr in entries:
             packed = base_packed
             if shift is not None:
                 # each per-tensor input is one number for the whole tensor: a shift of layer 0's gate biases
@@ -604,21 +628,21 @@ class LearnedOptimizer(Optimizer):
                     update = kernels.lstm_rule_step(g, chunk_state, packed, theta, config, sign, readout=readout)
                     _add_update(target[start:end], update, lr)
 
-    def _run_chunk(self, pieces, names, lr: float, maximize: bool) -> None:
+    def _run_chunk(self, pieces, names, maximize: bool) -> None:
         if len(pieces) == 1:
-            p, flat_grad, state, scale, shift, s, e = pieces[0]
+            p, flat_grad, state, scale, shift, _, s, e = pieces[0]
             grad = self._flat_grad(flat_grad[s:e], maximize, scale)
             chunk_state = tuple(state[n][s:e] for n in names)
             column = self._column(shift, e - s, grad.device)
         else:
-            grad = torch.cat([self._flat_grad(fg[s:e], maximize, scale) for _, fg, _, scale, _, s, e in pieces])
-            chunk_state = tuple(torch.cat([st[n][s:e] for _, _, st, _, _, s, e in pieces]) for n in names)
+            grad = torch.cat([self._flat_grad(fg[s:e], maximize, scale) for _, fg, _, scale, _, _, s, e in pieces])
+            chunk_state = tuple(torch.cat([st[n][s:e] for _, _, st, _, _, _, s, e in pieces]) for n in names)
             column = None
             if self.config.tensor_inputs:
-                column = torch.cat([self._column(shift, e - s, grad.device) for _, _, _, _, shift, s, e in pieces])
+                column = torch.cat([self._column(shift, e - s, grad.device) for _, _, _, _, shift, _, s, e in pieces])
         update, new_state = self._rule(grad, chunk_state, column)
         offset = 0
-        for p, _, state, _, _, s, e in pieces:
+        for p, _, state, _, _, lr, s, e in pieces:
             rows = slice(offset, offset + e - s)
             for name, tensor in zip(names, new_state):
                 state[name][s:e].copy_(tensor[rows])

@@ -326,18 +326,6 @@ def test_partial_power_skips_nonfinite_entries_and_zero_gradients(implementation
         assert not torch.equal(a, b)
 
 
-def test_meta_trainer_rollout_applies_the_power_as_the_optimizer_does():
-    config = NetConfig(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02, grad_norm_power=0.75)
-    rule = random_weights(config, seed=2)
-    task = make_task("two_moons", hidden=[8, 8])
-    losses = rollout(rule.theta, config, task.sample(4), steps=20)
-    via_optimizer = train_with(task.sample(4), lambda p: LearnedOptimizer(p, weights=rule), 20)
-    torch.testing.assert_close(via_optimizer, losses, rtol=1e-4, atol=1e-5)
-    per_tensor = rollout(rule.theta, NetConfig(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02),
-                         task.sample(4), steps=20)
-    assert not torch.allclose(per_tensor, losses)
-
-
 @pytest.mark.parametrize("power", [-0.1, 1.5, float("nan"), True, "0.5"])
 def test_invalid_grad_norm_power_is_refused(power):
     with pytest.raises(ValueError, match="Invalid grad_norm_power"):

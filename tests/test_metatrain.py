@@ -13,6 +13,7 @@ from learned_optim.features import preprocess
 from learned_optim import metatrain as mt
 from learned_optim.metatrain import MetaTrainConfig, checkpoint_path, main, metatrain, rollout, train_run
 from learned_optim.nets import NetConfig
+from learned_optim.pretrained import random_weights
 from learned_optim.tasks import make_task
 
 TINY = dict(task="quadratic", epochs=2, runs_per_epoch=2, steps=10, unroll=5, val_problems=2, net=NetConfig(hidden_size=4))
@@ -104,6 +105,26 @@ def test_rollout_equals_learned_optimizer_on_the_module(rule):
     losses = rollout(rule.theta, rule.config, task.sample(4), steps=30)
     via_optimizer = train_with(task.sample(4), lambda p: LearnedOptimizer(p, weights=rule), 30)
     torch.testing.assert_close(via_optimizer, losses, rtol=1e-4, atol=1e-5)
+
+
+# the rule options that change what the rule sees or how far it steps, each given to the meta-trainer's rollout and
+# to LearnedOptimizer by the same NetConfig
+ROLLOUT_OPTIONS = {"grad_norm_power": dict(grad_norm_power=0.75),
+                   "both_inputs": dict(tensor_rms_input=True, net_scale_input=True),
+                   "relative_step": dict(relative_step=0.5)}
+
+
+@pytest.mark.parametrize("option", list(ROLLOUT_OPTIONS))
+def test_rollout_applies_each_rule_option_as_the_optimizer_does(option):
+    base = dict(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02)
+    config = NetConfig(**base, **ROLLOUT_OPTIONS[option])
+    rule = random_weights(config, seed=2)
+    task = make_task("two_moons", hidden=[8, 8])
+    losses = rollout(rule.theta, config, task.sample(4), steps=20)
+    via_optimizer = train_with(task.sample(4), lambda p: LearnedOptimizer(p, weights=rule), 20)
+    torch.testing.assert_close(via_optimizer, losses, rtol=1e-4, atol=1e-5)
+    if option != "both_inputs":  # the same weights without the option take other steps (the inputs change theta's shape)
+        assert not torch.allclose(rollout(rule.theta, NetConfig(**base), task.sample(4), steps=20), losses)
 
 
 def test_end_to_end_writes_a_loadable_rule(tmp_path):

@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from conftest import loss_of, run_steps, small_model
 from learned_optim import LearnedOptimizer, analysis, kernels, nets
 from learned_optim.analyze import record
-from learned_optim.baselines import train as train_with
 from learned_optim.features import log_rms_ratio, net_scale_spread, preprocess, tensor_input_columns
-from learned_optim.metatrain import build_parser, config_from_args, rollout
+from learned_optim.metatrain import build_parser, config_from_args
 from learned_optim.nets import NetConfig
 from learned_optim.pretrained import RuleWeights, load_weights, random_weights, save_weights
 from learned_optim.tasks import make_task
@@ -174,15 +173,6 @@ def test_zero_and_nonfinite_gradients():
         assert all(torch.isfinite(p).all() for p in model.parameters())
         assert model.conv.weight.view(-1)[0] == before.view(-1)[0]
         assert not torch.equal(model.conv.weight.view(-1)[1:], before.view(-1)[1:])
-
-
-def test_meta_trainer_rollout_is_the_optimizer():
-    config = NetConfig(hidden_size=6, grad_norm="tensor", grad_norm_target=0.02, **INPUTS["both"])
-    rule = random_weights(config, seed=2)
-    task = make_task("two_moons", hidden=[8, 8])
-    losses = rollout(rule.theta, config, task.sample(4), steps=20)
-    via_optimizer = train_with(task.sample(4), lambda p: LearnedOptimizer(p, weights=rule), 20)
-    torch.testing.assert_close(via_optimizer, losses, rtol=1e-4, atol=1e-5)
 
 
 def test_the_input_travels_in_the_weight_file_and_the_metatrain_flag(tmp_path):
