@@ -179,12 +179,15 @@ def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, imp
     """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it;
     ``params``: the optimizee's tensors, which a rule with ``relative_step`` scales each tensor's update by."""
     column = tensor_input_columns(grad, sizes, net)
+    grad_factor = relative_step_column(grad.split(sizes), net.grad_relative_step) if net.grad_relative_step else None
     if net.grad_norm == "tensor":
         grad = normalize_per_tensor(grad, sizes, net.grad_norm_target, net.grad_norm_power)
     update, state = nets.step(theta, rule_inputs(grad, net, column), state, net, impl=impl)
     if net.relative_step:
         # a constant of the meta-gradient, as the gradient is: the optimizee's second derivatives are dropped
         update = update * relative_step_column(params, net.relative_step).to(update.dtype)
+    if grad_factor is not None:
+        update = update * grad_factor.to(update.dtype)
     return update, state
 
 
@@ -705,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--relative-step", type=float, default=net_defaults.relative_step,
                        help="b in [0, 2]: each optimizee tensor's update times (RMS of its weights / RMS of all the "
                             "optimizee's weights)^b, the ratio clamped to [0.1, 10]; 0: off")
+    group.add_argument("--grad-relative-step", type=float, default=net_defaults.grad_relative_step,
+                       help="c in [0, 2]: each optimizee tensor's update times (RMS of its gradient / RMS of the "
+                            "whole gradient)^c, the ratio clamped to [0.1, 10]; 0: off")
     group = parser.add_argument_group("task options (only those of the chosen task apply)")
     group.add_argument("--dim", type=int, default=None, help="quadratic: dimension")
     group.add_argument("--init", default=None, help="quadratic: initial θ, zeros or normal")
@@ -750,6 +756,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         tensor_rms_input=args.tensor_rms_input,
         net_scale_input=args.net_scale_input,
         relative_step=args.relative_step,
+        grad_relative_step=args.grad_relative_step,
     )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"Invalid device: {args.device!r} (CUDA is not available here; use --device cpu)")

@@ -71,6 +71,7 @@ class NetConfig:
     tensor_rms_input: bool = False  # one more input: log(RMS_tensor / RMS_net) / p of the raw gradient, see features.py
     net_scale_input: bool = False  # one more input: how unequal the net's tensors' gradient scales are, see features.py
     relative_step: float = 0.0  # b: each tensor's update times (RMS(weights)_tensor / RMS(weights)_net)^b, features.py
+    grad_relative_step: float = 0.0  # c: each tensor's update times (RMS(grad)_tensor / RMS(grad)_net)^c, features.py
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -92,9 +93,10 @@ class NetConfig:
         if not (isinstance(self.grad_norm_power, (int, float)) and not isinstance(self.grad_norm_power, bool)
                 and 0 <= self.grad_norm_power <= 1):
             raise ValueError(f"Invalid grad_norm_power: {self.grad_norm_power!r} (must be a number in [0, 1])")
-        if not (isinstance(self.relative_step, (int, float)) and not isinstance(self.relative_step, bool)
-                and 0 <= self.relative_step <= 2):
-            raise ValueError(f"Invalid relative_step: {self.relative_step!r} (must be a number in [0, 2])")
+        for name in ("relative_step", "grad_relative_step"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 2):
+                raise ValueError(f"Invalid {name}: {value!r} (must be a number in [0, 2])")
         for name in ("tensor_rms_input", "net_scale_input"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be True or False)")

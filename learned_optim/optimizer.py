@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Callable, Iterable, Optional
 
@@ -133,6 +134,11 @@ class LearnedOptimizer(Optimizer):
             updates (all param groups), so tensors whose weights are larger take larger steps
             (features.py; as the group's lr, the kernels take it as a per-tensor lr). Default
             (None): the rule's (its card's ``relative_step``, 0 for the shipped rules).
+        grad_relative_step: c in [0, 2]: each tensor's update is multiplied by
+            ``clamp(RMS(grad) / RMS(net's grad), 0.1, 10)^c`` (RMS of the raw gradients, the net's
+            over every tensor of the step), so tensors whose gradients are larger take larger
+            steps, as under SGD, while the rule still sees each tensor at one scale; with
+            ``relative_step`` the two factors multiply. Default (None): the rule's.
         compile: run the ``"torch"`` path's network through ``torch.compile`` (with
             ``"fast"`` this replaces the C++ kernel). The first
             steps pay the compilation (seconds; it needs a C++ compiler on the CPU), later
@@ -154,6 +160,7 @@ class LearnedOptimizer(Optimizer):
         grad_norm_target: Optional[float] = None,
         grad_norm_power: Optional[float] = None,
         relative_step: Optional[float] = None,
+        grad_relative_step: Optional[float] = None,
         compile: bool = False,
     ) -> None:
         if isinstance(lr, torch.Tensor):
@@ -187,7 +194,8 @@ class LearnedOptimizer(Optimizer):
             raise ValueError(f"Invalid grad_norm: {grad_norm!r} (allowed: {', '.join(GRAD_NORMS)})")
         self.rule = load_weights(weights)
         overrides = {k: v for k, v in (("grad_norm", grad_norm), ("grad_norm_target", grad_norm_target),
-                                       ("grad_norm_power", grad_norm_power), ("relative_step", relative_step))
+                                       ("grad_norm_power", grad_norm_power), ("relative_step", relative_step),
+                                       ("grad_relative_step", grad_relative_step))
                      if v is not None}
         # the rule's config with the overrides; NetConfig checks the target
         self.config = dataclasses.replace(self.rule.config, **overrides) if overrides else self.rule.config
@@ -282,10 +290,10 @@ class LearnedOptimizer(Optimizer):
 
     @property
     def _needs_net_rms(self) -> bool:
-        """Whether the step needs the whole net's RMS: for each tensor's factor (grad_norm_power below 1) or for
-        the rule's per-tensor inputs."""
+        """Whether the step needs the whole net's RMS: for each tensor's factor (grad_norm_power below 1), for
+        the rule's per-tensor inputs or for its ``grad_relative_step``."""
         partial = self.config.grad_norm == "tensor" and self.config.grad_norm_power != 1
-        return partial or bool(self.config.tensor_inputs)
+        return partial or bool(self.config.tensor_inputs) or bool(self.config.grad_relative_step)
 
     def _tensor_rms(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None):
         """(RMS, count) of this tensor's finite entries (a gradient's; a parameter's for ``relative_step``), by the
@@ -400,11 +408,15 @@ class LearnedOptimizer(Optimizer):
                             f"Non-finite gradient in a parameter of shape {tuple(p.shape)} "
                             f"(param group {g_index}); nothing was updated"
                         )
+        grad_factors = None
         if self._needs_net_rms:
+            if self.config.grad_relative_step:
+                grad_factors = relative_step_factors([entry[3] for _, entries in groups for entry in entries],
+                                                     self.config.grad_relative_step)
             groups = self._net_terms(groups)
         else:
             groups = [(group, [(*entry, None) for entry in entries]) for group, entries in groups]
-        groups = self._step_sizes(groups)
+        groups = self._step_sizes(groups, grad_factors)
         for group, entries in groups:
             if not entries:
                 continue
@@ -414,18 +426,24 @@ class LearnedOptimizer(Optimizer):
                 self._fast_update(entries, group["maximize"])
         return loss
 
-    def _step_sizes(self, groups):
+    def _step_sizes(self, groups, grad_factors=None):
         """The groups' entries with each tensor's lr appended: the group's, times the tensor's relative step
-        ``(RMS(p) / RMS(net))^b`` for a rule with ``relative_step`` b (features.relative_step_factors; the net is
-        every parameter the step updates, in all groups)."""
+        ``(RMS(p) / RMS(net))^b`` for a rule with ``relative_step`` b and times ``grad_factors``, its
+        ``(RMS(grad) / RMS(net's grad))^c`` for one with ``grad_relative_step`` c (features.relative_step_factors;
+        the net is every parameter the step updates, in all groups)."""
         power = self.config.relative_step
-        if not power:
+        if not power and grad_factors is None:
             return [(group, [(*entry, float(group["lr"])) for entry in entries]) for group, entries in groups]
-        params = [[param for param in group["params"] if param.grad is not None] for group in self.param_groups]
-        stats = [self._tensor_rms(_local(param).detach(), param) for group_params in params for param in group_params]
-        factors = relative_step_factors(stats, power)
+        factors = []
+        if power:
+            params = [[param for param in group["params"] if param.grad is not None] for group in self.param_groups]
+            stats = [self._tensor_rms(_local(param).detach(), param) for group_params in params for param in group_params]
+            factors.append(relative_step_factors(stats, power))
+        if grad_factors is not None:
+            factors.append(grad_factors)
+        factors = [math.prod(each) if len(each) > 1 else each[0] for each in zip(*factors)]
         if factors and not isinstance(factors[0], float):  # one sync for the whole step: the kernels take a float lr
-            factors = torch.stack([f.to(factors[0].device) for f in factors]).tolist()
+            factors = torch.stack([torch.as_tensor(f).to(factors[0].device) for f in factors]).tolist()
         factors = iter(factors)
         return [(group, [(*entry, float(group["lr"]) * next(factors)) for entry in entries]) for group, entries in groups]
 

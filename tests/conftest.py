@@ -90,7 +90,8 @@ def run_steps(model, opt, steps: int = 12, loss_scale: float = 1.0) -> list[torc
 def distributed_optimizer(params, option: "str | None" = None):
     """The optimizer of the distributed tests: the default rule; with ``option`` a number, at that grad_norm_power;
     ``"input"``: a random rule with both per-tensor inputs (their values need the whole net's RMS, as a power below 1);
-    ``"relative_step"``: the default rule with relative_step 0.5 (each tensor's factor needs its weights' whole RMS)."""
+    ``"relative_step"``: the default rule with relative_step 0.5 (each tensor's factor needs its weights' whole RMS);
+    ``"grad_relative_step"``: the default rule with grad_relative_step 1 (its gradient's whole RMS, and the net's)."""
     from learned_optim import LearnedOptimizer
     from learned_optim.nets import NetConfig
     from learned_optim.pretrained import random_weights
@@ -101,4 +102,6 @@ def distributed_optimizer(params, option: "str | None" = None):
         return LearnedOptimizer(params, weights=rule)
     if option == "relative_step":
         return LearnedOptimizer(params, relative_step=0.5)
+    if option == "grad_relative_step":
+        return LearnedOptimizer(params, grad_relative_step=1.0)
     return LearnedOptimizer(params, grad_norm_power=None if option is None else float(option))

@@ -111,7 +111,9 @@ def test_rollout_equals_learned_optimizer_on_the_module(rule):
 # to LearnedOptimizer by the same NetConfig
 ROLLOUT_OPTIONS = {"grad_norm_power": dict(grad_norm_power=0.75),
                    "both_inputs": dict(tensor_rms_input=True, net_scale_input=True),
-                   "relative_step": dict(relative_step=0.5)}
+                   "relative_step": dict(relative_step=0.5),
+                   "grad_relative_step": dict(grad_relative_step=1.0),
+                   "both_relative_steps": dict(relative_step=0.5, grad_relative_step=0.5)}
 
 
 @pytest.mark.parametrize("option", list(ROLLOUT_OPTIONS))

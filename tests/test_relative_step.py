@@ -150,24 +150,27 @@ def test_nan_and_inf_weights_are_left_out_of_the_scales():
     assert torch.isfinite(model.fc1.weight.view(-1)[1:]).all()
 
 
-def test_it_travels_in_the_weight_file_the_metatrain_flag_and_the_constructor(tmp_path):
-    rule = random_weights(NetConfig(grad_norm="tensor", relative_step=0.5), seed=3)
+@pytest.mark.parametrize("name", ["relative_step", "grad_relative_step"])
+def test_it_travels_in_the_weight_file_the_metatrain_flag_and_the_constructor(tmp_path, name):
+    """Both relative steps (of the weights, b; of the gradients, c: tests/test_grad_relative_step.py)."""
+    rule = random_weights(NetConfig(grad_norm="tensor", **{name: 0.5}), seed=3)
     save_weights(tmp_path / "r.safetensors", rule.theta, rule.config, card={"name": "r"})
     loaded = load_weights(str(tmp_path / "r.safetensors"))
-    assert loaded.config.relative_step == 0.5
-    assert LearnedOptimizer([torch.zeros(2, requires_grad=True)], weights=loaded).config.relative_step == 0.5
-    assert load_weights("default").config.relative_step == 0  # cards written before it load without it
-    override = LearnedOptimizer([torch.zeros(2, requires_grad=True)], relative_step=0.25)
-    assert override.config.relative_step == 0.25 and override.rule.config.relative_step == 0
+    assert getattr(loaded.config, name) == 0.5
+    assert getattr(LearnedOptimizer([torch.zeros(2, requires_grad=True)], weights=loaded).config, name) == 0.5
+    assert getattr(load_weights("default").config, name) == 0  # cards written before it load without it
+    override = LearnedOptimizer([torch.zeros(2, requires_grad=True)], **{name: 0.25})
+    assert getattr(override.config, name) == 0.25 and getattr(override.rule.config, name) == 0
     parser = build_parser()
     out = ["--task", "two_moons", "--out", str(tmp_path / "x.safetensors")]
-    assert config_from_args(parser.parse_args(out + ["--relative-step", "0.5"])).net.relative_step == 0.5
-    assert config_from_args(parser.parse_args(out)).net.relative_step == 0
+    flag = "--" + name.replace("_", "-")
+    assert getattr(config_from_args(parser.parse_args(out + [flag, "0.5"])).net, name) == 0.5
+    assert getattr(config_from_args(parser.parse_args(out)).net, name) == 0
     for bad in (-0.1, 2.5, float("nan"), True, "0.5"):
-        with pytest.raises(ValueError, match="Invalid relative_step"):
-            NetConfig(relative_step=bad)
-    with pytest.raises(ValueError, match="Invalid relative_step"):
-        LearnedOptimizer([torch.zeros(2, requires_grad=True)], relative_step=-1.0)
+        with pytest.raises(ValueError, match=f"Invalid {name}"):
+            NetConfig(**{name: bad})
+    with pytest.raises(ValueError, match=f"Invalid {name}"):
+        LearnedOptimizer([torch.zeros(2, requires_grad=True)], **{name: -1.0})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
