@@ -175,13 +175,14 @@ def test_it_travels_in_the_weight_file_the_metatrain_flag_and_the_constructor(tm
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("implementation", ["fast", "torch"])
-def test_on_cuda_the_steps_are_the_cpu_references(implementation):
-    """The CUDA paths (the Triton RMS of the weights with "fast", chunked torch ops with "torch") give each tensor
-    the CPU's factor."""
+@pytest.mark.parametrize("option", [dict(relative_step=0.5), dict(grad_relative_step=1.0),
+                                    dict(relative_step=0.5, grad_relative_step=0.5)])
+def test_on_cuda_the_steps_are_the_cpu_references(implementation, option):
+    """The CUDA paths (the Triton RMS of the weights or gradients with "fast", chunked torch ops with "torch") give
+    each tensor the CPU's factor."""
     cpu_model, model = scaled_model(), scaled_model().cuda()
-    expected = run_steps(cpu_model, LearnedOptimizer(cpu_model.parameters(), relative_step=0.5,
-                                                     implementation="reference"))
-    opt = LearnedOptimizer(model.parameters(), relative_step=0.5, implementation=implementation)
+    expected = run_steps(cpu_model, LearnedOptimizer(cpu_model.parameters(), **option, implementation="reference"))
+    opt = LearnedOptimizer(model.parameters(), **option, implementation=implementation)
     for step in range(12):
         opt.zero_grad()
         x, y = (v.cuda() for v in batch(step))
