@@ -39,6 +39,9 @@ def main(mode: str, out: Path, steps: int, option: str | None = None) -> None:
         params.append(full.detach().clone())
         states.append({k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()})
     torch.save({"params": params, "states": states, "world": world}, out / f"rank{rank}.pt")
+    # both ranks done before teardown: a rank that destroys the group while the other's gloo work is still in
+    # flight can abort at exit ("terminate called without an active exception"; seen once in CI)
+    dist.barrier()
     dist.destroy_process_group()
 
 
