@@ -441,9 +441,9 @@ class LearnedOptimizer(Optimizer):
             factors.append(relative_step_factors(stats, power))
         if grad_factors is not None:
             factors.append(grad_factors)
-        factors = [math.prod(each) if len(each) > 1 else each[0] for each in zip(*factors)]
+        factors = [math.prod(each) for each in zip(*factors)]  # floats on the CPU, 0-dim tensors elsewhere
         if factors and not isinstance(factors[0], float):  # one sync for the whole step: the kernels take a float lr
-            factors = torch.stack([torch.as_tensor(f).to(factors[0].device) for f in factors]).tolist()
+            factors = torch.stack([f.to(factors[0].device) for f in factors]).tolist()
         factors = iter(factors)
         return [(group, [(*entry, float(group["lr"]) * next(factors)) for entry in entries]) for group, entries in groups]
 
