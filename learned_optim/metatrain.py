@@ -49,7 +49,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from . import __version__, nets
 from .features import normalize_per_tensor, relative_step_column, rule_inputs, tensor_input_columns
 from .nets import NetConfig
-from .pretrained import atomic_write, header_metadata, save_weights
+from .pretrained import RuleWeights, atomic_write, header_metadata, load_weights, save_weights
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
 
 CHECKPOINT_FORMAT = "learned_optim.checkpoint/1"
@@ -62,13 +62,28 @@ LOG_FLOOR = 1e-8  # meta_loss="log": a loss is read as at least this (a loss of 
 
 
 def initial_theta(config: "MetaTrainConfig", device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """The rule's weights before meta-training: nets.init_theta from the recipe's seed, biases per ``bias_init``."""
+    """The rule's weights before meta-training: those of ``init_from`` where it names a weight file, else
+    nets.init_theta from the recipe's seed, biases per ``bias_init``."""
+    if config.init_from:
+        return {k: v.detach().to(device=device, dtype=torch.float32).clone() for k, v in start_weights(config).theta.items()}
     theta = nets.init_theta(config.net, torch.Generator().manual_seed(config.seed), device=device)
     if config.bias_init == "zero":
         for name, value in theta.items():
             if name.endswith((".b", ".b_ih", ".b_hh")):
                 value.zero_()
     return theta
+
+
+def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
+    """The weight file ``init_from`` names (a shipped name or a path), checked against the recipe's architecture."""
+    rule = load_weights(config.init_from)
+    if rule.config != config.net:
+        differ = sorted(k for k, v in config.net.to_dict().items() if rule.config.to_dict().get(k) != v)
+        raise ValueError(
+            f"Invalid init_from: {config.init_from!r} has another architecture than the recipe's "
+            f"(differs in {', '.join(differ)}); give the same network flags as its card"
+        )
+    return rule
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,9 @@ class MetaTrainConfig:
     # "sum": Σ_t f(θ_t) per unroll (the paper's); "log": Σ_t log f(θ_t), each problem weighted by its relative progress
     # (needs losses > 0, as cross-entropy and squared error are; one at or below LOG_FLOOR is read as LOG_FLOOR)
     meta_loss: str = "sum"
+    # a weight file (shipped name or path) whose tensors start the run instead of a fresh init: fine-tuning,
+    # or a curriculum of two runs; its architecture must be the recipe's, and the card records its sha256
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems", "problems_per_step", "max_lr_reductions"):
@@ -123,6 +141,8 @@ class MetaTrainConfig:
             raise ValueError(f"Invalid bias_init: {self.bias_init!r} (allowed: {', '.join(BIAS_INITS)})")
         if self.meta_loss not in META_LOSSES:
             raise ValueError(f"Invalid meta_loss: {self.meta_loss!r} (allowed: {', '.join(META_LOSSES)})")
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"Invalid init_from: {self.init_from!r} (a weight file's name or path, or '' for none)")
         if self.kernel not in KERNELS:
             raise ValueError(f"Invalid kernel: {self.kernel!r} (allowed: {', '.join(KERNELS)})")
 
@@ -583,6 +603,7 @@ def metatrain(
         "task": task.describe(),
         "metatrain": config.to_dict(),
         "command": command,
+        **({"init_from_sha256": start_weights(config).sha256} if config.init_from else {}),
         "validation": {
             "metric": f"mean over {config.val_problems} held-out problems of the sum of training losses over {config.steps} steps",
             "seeds": f"{VALIDATION_SEEDS.start}..{VALIDATION_SEEDS.start + config.val_problems - 1}",
@@ -687,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--meta-loss", default=defaults.meta_loss, choices=META_LOSSES,
                        help="sum: the sum of the optimizee's losses per unroll (the paper's); log: the sum of their "
                        "logarithms, so that problems count by relative progress, not by their losses' scale")
+    group.add_argument("--init-from", default=defaults.init_from,
+                       help="start from this weight file (a shipped name or a path) instead of a fresh init; "
+                       "the network flags must match its card")
     group = parser.add_argument_group("network")
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)
@@ -780,6 +804,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         max_lr_reductions=args.max_lr_reductions,
         bias_init=args.bias_init,
         meta_loss=args.meta_loss,
+        init_from=args.init_from,
     )
 
 
@@ -804,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command="python -m learned_optim.metatrain " + shlex.join(argv),
             name=args.name,
         )
-    except (ValueError, TypeError, DataNotFoundError, FileExistsError) as exc:
+    except (ValueError, TypeError, DataNotFoundError, FileExistsError, FileNotFoundError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     finally:
         if distributed:

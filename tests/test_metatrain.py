@@ -182,6 +182,29 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
         metatrain(MetaTrainConfig(**{**TINY, "epochs": 3, "meta_lr": 0.1}), tmp_path / "b.safetensors", resume=True, log=lambda m: None)
 
 
+def test_init_from_starts_the_run_at_a_weight_file(tmp_path):
+    """init_from: the run starts at the file's tensors (an epoch-0 run returns them bitwise and validates them as
+    the source's run did), the card names the source's sha256, and a resume must give the same source."""
+    source = load_weights(metatrain(MetaTrainConfig(**TINY), tmp_path / "src.safetensors", log=lambda m: None))
+    start = MetaTrainConfig(**{**TINY, "epochs": 0, "init_from": str(tmp_path / "src.safetensors")})
+    assert all(torch.equal(v, source.theta[k]) for k, v in mt.initial_theta(start).items())
+    fresh = mt.initial_theta(MetaTrainConfig(**TINY))
+    assert any(not torch.equal(v, source.theta[k]) for k, v in fresh.items())  # training moved it: the check can fail
+    copy = load_weights(metatrain(start, tmp_path / "copy.safetensors", log=lambda m: None))
+    assert all(torch.equal(v, source.theta[k]) for k, v in copy.theta.items())
+    assert copy.card["init_from_sha256"] == source.sha256 and copy.card["metatrain"]["init_from"] == start.init_from
+    assert copy.card["validation"]["history"][0]["val"] == source.card["validation"]["best"]
+    assert "init_from_sha256" not in source.card
+    # a continued run trains from there: one more epoch moves the weights
+    more = load_weights(metatrain(MetaTrainConfig(**{**TINY, "epochs": 1, "init_from": start.init_from}),
+                                  tmp_path / "more.safetensors", log=lambda m: None))
+    assert more.card["validation"]["history"][0]["val"] == source.card["validation"]["best"]
+    with pytest.raises(ValueError, match="differs in hidden_size"):
+        mt.initial_theta(MetaTrainConfig(**{**TINY, "net": NetConfig(hidden_size=5), "init_from": start.init_from}))
+    with pytest.raises(ValueError, match="Invalid init_from"):
+        MetaTrainConfig(**{**TINY, "init_from": None})
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_metatrain_on_cuda(tmp_path):
     config = MetaTrainConfig(**{**TINY, "device": "cuda"})
@@ -208,6 +231,8 @@ def test_metatrain_on_cuda(tmp_path):
         (["--task", "quadratic", "--epochs", "x"], "invalid int value"),
         (["--task", "quadratic", "--problems-per-step", "3"], "Invalid problems_per_step: 3 (must divide runs_per_epoch, 20)"),
         (["--task", "quadratic", "--divergence-lr-factor", "2"], "Invalid divergence_lr_factor: 2.0"),
+        (["--task", "quadratic", "--init-from", "/nonexistent/rule.safetensors"], "Weights file not found"),
+        (["--task", "quadratic", "--init-from", "l2l-mnist", "--hidden-size", "4"], "differs in hidden_size"),
         (["--task", "quadratic", "--device", "cuda:7"] if not torch.cuda.is_available() else ["--task", "quadratic", "--lr", "0"], "Invalid"),
     ],
 )
