@@ -50,7 +50,7 @@ from . import __version__, nets
 from .features import normalize_per_tensor, relative_step_column, rule_inputs, tensor_input_columns
 from .nets import NetConfig
 from .pretrained import RuleWeights, atomic_write, header_metadata, load_weights, save_weights
-from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, Problem, Task, make_task
+from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, Problem, Task, make_task
 
 CHECKPOINT_FORMAT = "learned_optim.checkpoint/1"
 KERNELS = ("auto", "cpp", "python")
@@ -61,11 +61,14 @@ META_LOSSES = ("sum", "log")
 LOG_FLOOR = 1e-8  # meta_loss="log": a loss is read as at least this (a loss of 0 would weigh without bound)
 
 
-def initial_theta(config: "MetaTrainConfig", device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """The rule's weights before meta-training: those of ``init_from`` where it names a weight file, else
-    nets.init_theta from the recipe's seed, biases per ``bias_init``."""
+def initial_theta(
+    config: "MetaTrainConfig", device: torch.device | str = "cpu", source: "RuleWeights | None" = None
+) -> dict[str, torch.Tensor]:
+    """The rule's weights before meta-training: those of ``init_from`` where it names a weight file (``source``, if
+    the caller has loaded it already), else nets.init_theta from the recipe's seed, biases per ``bias_init``."""
     if config.init_from:
-        return {k: v.detach().to(device=device, dtype=torch.float32).clone() for k, v in start_weights(config).theta.items()}
+        source = source if source is not None else start_weights(config)
+        return {k: v.detach().to(device=device, dtype=torch.float32).clone() for k, v in source.theta.items()}
     theta = nets.init_theta(config.net, torch.Generator().manual_seed(config.seed), device=device)
     if config.bias_init == "zero":
         for name, value in theta.items():
@@ -484,9 +487,10 @@ def metatrain(
     task = make_task(config.task, data_root=data_root, **config.task_options)
     impl = cell_impl(config.kernel) if device.type == "cpu" else "fast"  # the C++ kernel is CPU-only
 
+    source = start_weights(config) if config.init_from else None  # read and hashed once: the card names these bytes
     theta = {
         k: v.requires_grad_(True)
-        for k, v in initial_theta(config, device).items()
+        for k, v in initial_theta(config, device, source).items()
     }
     meta_opt = torch.optim.Adam(list(theta.values()), lr=config.meta_lr)
     progress: dict[str, Any] = {"config": config.to_dict(), "epochs_done": 0, "history": [], "train_seconds": 0.0}
@@ -603,7 +607,7 @@ def metatrain(
         "task": task.describe(),
         "metatrain": config.to_dict(),
         "command": command,
-        **({"init_from_sha256": start_weights(config).sha256} if config.init_from else {}),
+        **({"init_from_sha256": source.sha256} if source is not None else {}),
         "validation": {
             "metric": f"mean over {config.val_problems} held-out problems of the sum of training losses over {config.steps} steps",
             "seeds": f"{VALIDATION_SEEDS.start}..{VALIDATION_SEEDS.start + config.val_problems - 1}",
@@ -829,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command="python -m learned_optim.metatrain " + shlex.join(argv),
             name=args.name,
         )
-    except (ValueError, TypeError, DataNotFoundError, FileExistsError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:  # DataNotFoundError is a FileNotFoundError
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     finally:
         if distributed:
