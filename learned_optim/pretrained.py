@@ -175,6 +175,9 @@ def load_weights(spec: "str | os.PathLike | RuleWeights | None" = None) -> RuleW
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"{path} could not be parsed as safetensors ({exc})") from None
     _check_theta(theta, config, str(path))
+    # the architecture's order, not the parser's (which varies with PYTHONHASHSEED): a meta-training run started
+    # from this file indexes its meta-optimizer's state by position, and must find the same order on --resume
+    theta = {key: theta[key] for key in theta_shapes(config)}
     return RuleWeights(config=config, theta=theta, card=card, name=name, sha256=digest)
 
 

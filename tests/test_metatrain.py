@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -203,6 +204,31 @@ def test_init_from_starts_the_run_at_a_weight_file(tmp_path):
         mt.initial_theta(MetaTrainConfig(**{**TINY, "net": NetConfig(hidden_size=5), "init_from": start.init_from}))
     with pytest.raises(ValueError, match="Invalid init_from"):
         MetaTrainConfig(**{**TINY, "init_from": None})
+
+
+def test_a_started_run_orders_its_tensors_the_same_in_every_process(tmp_path):
+    """The meta-optimizer's state is saved by position, so a run started from a weight file must list the file's
+    tensors in one order in every process (string hashing, and with it the parser's order, varies between
+    processes): the architecture's. Before this held, --resume of such a run in a new process failed with a shape
+    mismatch inside Adam, or worse, paired moments with the wrong tensors of the same shape."""
+    source = tmp_path / "src.safetensors"
+    metatrain(MetaTrainConfig(**{**TINY, "epochs": 0}), source, log=lambda m: None)
+    probe = (
+        "import json, sys; from learned_optim import load_weights; from learned_optim import metatrain as mt; "
+        "from learned_optim.nets import NetConfig; "
+        f"c = mt.MetaTrainConfig(task='quadratic', net=NetConfig(hidden_size=4), init_from=sys.argv[1]); "
+        "print(json.dumps([list(load_weights(sys.argv[1]).theta), list(mt.initial_theta(c)), "
+        "list(load_weights('default').theta)]))"
+    )
+    seen = []
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run([sys.executable, "-c", probe, str(source)], capture_output=True, text=True, env=env,
+                              cwd=REPO, check=True)
+        seen.append(json.loads(done.stdout))
+    tiny, default = list(nets.theta_shapes(NetConfig(hidden_size=4))), list(nets.theta_shapes(load_weights().config))
+    for loaded, started, shipped in seen:
+        assert loaded == started == tiny and shipped == default
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
