@@ -216,7 +216,7 @@ def test_a_started_run_orders_its_tensors_the_same_in_every_process(tmp_path):
     probe = (
         "import json, sys; from learned_optim import load_weights; from learned_optim import metatrain as mt; "
         "from learned_optim.nets import NetConfig; "
-        f"c = mt.MetaTrainConfig(task='quadratic', net=NetConfig(hidden_size=4), init_from=sys.argv[1]); "
+        "c = mt.MetaTrainConfig(task='quadratic', net=NetConfig(hidden_size=4), init_from=sys.argv[1]); "
         "print(json.dumps([list(load_weights(sys.argv[1]).theta), list(mt.initial_theta(c)), "
         "list(load_weights('default').theta)]))"
     )

@@ -14,8 +14,8 @@ from learned_optim.pretrained import load_weights, save_weights
 a, b = load_weights(sys.argv[1]), load_weights(sys.argv[2])
 alpha, out = float(sys.argv[3]), sys.argv[4]
 if a.config != b.config:
-    diff = {k: (v, b.config.to_dict()[k]) for k, v in a.config.to_dict().items() if b.config.to_dict()[k] != v}
-    sys.exit(f"architectures differ: {diff}")
+    mine, theirs = a.config.to_dict(), b.config.to_dict()
+    sys.exit(f"architectures differ: { {k: (v, theirs[k]) for k, v in mine.items() if theirs[k] != v} }")
 if not 0.0 <= alpha <= 1.0:
     sys.exit(f"ALPHA must lie in [0, 1], got {alpha}")
 theta = {k: (1.0 - alpha) * a.theta[k].double() + alpha * b.theta[k].double() for k in a.theta}
