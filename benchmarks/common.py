@@ -116,20 +116,52 @@ def kept_run(path: Path, settings: dict, compute: Callable[[], Any], reuse: bool
     return record
 
 
+def seed_kept(path: Path, settings: dict, report: Path, report_settings: dict, pick: Callable[[dict], Any]) -> bool:
+    """Keep in ``path`` the result a committed report already holds, so that kept_run does not repeat its runs.
+
+    Only where ``path`` holds nothing, the report exists, every key of ``report_settings`` equals the report's own
+    settings, and ``pick(report)`` finds the result (None: not there). The record names its source report and
+    commit, and has no compute time (compute_note says so). Returns whether it wrote one.
+    """
+    if path.exists() or not report.exists():
+        return False
+    data = json.loads(report.read_text())
+    if any(data.get("settings", {}).get(k, _MISSING) != v for k, v in report_settings.items()):
+        return False
+    result = pick(data)
+    if result is None:
+        return False
+    write_json(path, {"settings": settings, "result": result, "git_commit": data["provenance"]["git_commit"],
+                      "seeded_from": report.name})
+    return True
+
+
+_MISSING = object()
+
+
 def compute_note(records: Iterable[dict[str, Any]]) -> str:
     """A sentence for a report assembled from kept runs (whose own wall time is then near 0): what they took."""
     records = list(records)
-    timed = [r for r in records if "compute_time_s" in r]
     if not records:
         return ""
-    if not timed:
+    timed = [r for r in records if "compute_time_s" in r]
+    seeded = [r for r in records if "seeded_from" in r and "compute_time_s" not in r]
+    untimed = len(records) - len(timed) - len(seeded)
+    if not timed and not seeded:
         return f" The {len(records)} kept runs it assembles predate the record of their compute time."
-    commits = sorted({r["git_commit"] for r in timed})
-    note = (f" The kept runs it assembles took {sum(r['compute_time_s'] for r in timed):.0f} s of compute when run "
-            f"(commit{'s' if len(commits) > 1 else ''} " + ", ".join(f"`{c}`" for c in commits) + ")")
-    if len(timed) < len(records):
-        note += f"; {len(records) - len(timed)} of {len(records)} predate that record"
-    return note + "."
+    parts = []
+    if timed:
+        commits = sorted({r["git_commit"] for r in timed})
+        parts.append(f"The kept runs it assembles took {sum(r['compute_time_s'] for r in timed):.0f} s of compute when "
+                     f"run (commit{'s' if len(commits) > 1 else ''} " + ", ".join(f"`{c}`" for c in commits) + ")")
+        if untimed:
+            parts[-1] += f"; {untimed} of {len(records)} predate that record"
+    elif untimed:
+        parts.append(f"{untimed} of the {len(records)} kept runs it assembles predate the record of their compute time")
+    if seeded:
+        sources = sorted({f"{r['seeded_from']} of commit `{r['git_commit']}`" for r in seeded})
+        parts.append(f"{len(seeded)} of {len(records)} were read from the committed " + ", ".join(sources))
+    return " " + "; ".join(parts) + "."
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -160,6 +160,19 @@ def cached_cell(cell, rules, args, horizons, reuse: bool) -> dict:
     return kept_cell(cell, rules, args, horizons, reuse)["result"]
 
 
+def cell_settings(rules, args, horizons) -> dict:
+    """What changes a cell's numbers: rules (by file hash), horizons, seeds, device, data."""
+    return {
+        "quick": args.quick, "horizons": list(horizons), "weights": args.weights, "eval_seeds": args.eval_seeds,
+        "tune_seeds": args.tune_seeds, "device": args.device, "data_root": args.data_root,
+        "rules": {name: w.sha256 for name, w in rules.items()},
+    }
+
+
+def cell_cache(cell, args) -> Path:
+    return Path(args.out) / "deep_wide_cells" / f"{cell_name(cell)}.json"
+
+
 def kept_cell(cell, rules, args, horizons, reuse: bool) -> dict:
     """run_cell, kept in OUT/deep_wide_cells/ with its commit and compute time (common.kept_run); with reuse, a
     stored cell of the same settings is returned.
@@ -167,12 +180,8 @@ def kept_cell(cell, rules, args, horizons, reuse: bool) -> dict:
     The settings are what changes the numbers: rules (by file hash), horizons, seeds, device,
     data. benchmarks.paper's variants go through here too, so equal settings share the runs.
     """
-    same = {
-        "quick": args.quick, "horizons": list(horizons), "weights": args.weights, "eval_seeds": args.eval_seeds,
-        "tune_seeds": args.tune_seeds, "device": args.device, "data_root": args.data_root,
-        "rules": {name: w.sha256 for name, w in rules.items()},
-    }
-    saved = Path(args.out) / "deep_wide_cells" / f"{cell_name(cell)}.json"
+    same = cell_settings(rules, args, horizons)
+    saved = cell_cache(cell, args)
     # the baselines' tuning does not depend on the rules: kept apart, so a crash later in the cell keeps it
     tuning_settings = {k: v for k, v in same.items() if k not in ("rules", "weights", "eval_seeds")}
     return kept_run(saved, same, lambda: run_cell(cell, rules, args, horizons, saved.with_suffix(".tuning.json"),
@@ -290,7 +299,8 @@ def main(argv=None) -> int:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     started = time.perf_counter()
     rules = general_rules(args.weights)
-    data = {"settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "resume", "cells")}, "horizons": horizons},
+    data = {"settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "resume", "cells")}, "horizons": horizons,
+                         "rules_sha256": {name: w.sha256 for name, w in rules.items()}},
             "cells": {}}
     kept = []
     try:

@@ -16,6 +16,7 @@ the same command to continue). Writes levers.json, levers.md and levers_<steps>.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -29,7 +30,7 @@ from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
 from . import deep_wide
 from .common import (DEFAULT_OUT, compute_note, fmt, grid_summary, kept_run, markdown_table, mean_se, progress, provenance,
-                     pyplot, write_json)
+                     pyplot, seed_kept, write_json)
 
 # name: (what it is, LearnedOptimizer keyword arguments)
 LEVERS: dict[str, tuple[str, dict]] = {
@@ -86,6 +87,19 @@ def cached_lever(cell, lever: str, args, horizons) -> dict:
             "weights_sha256": load_weights(options["weights"]).sha256}
     saved = Path(args.out) / "levers_cells" / f"{deep_wide.cell_name(cell)}--{lever}.json"
     return kept_run(saved, same, lambda: run_lever(cell, lever, args, horizons))
+
+
+def seed_from_deep_wide(cell, rules, dw_args, horizons) -> bool:
+    """Fill deep_wide's cache for the cell from the committed deep_wide.json where its settings are ours (a report
+    that predates the record of its rules' hashes is taken on its other settings)."""
+    same = deep_wide.cell_settings(rules, dw_args, horizons)
+    wanted = {k: v for k, v in same.items() if k != "rules"}
+    report = Path(dw_args.out) / "deep_wide.json"
+    if report.exists() and "rules_sha256" in json.loads(report.read_text()).get("settings", {}):
+        wanted["rules_sha256"] = same["rules"]
+    name = deep_wide.cell_name(cell)
+    return seed_kept(deep_wide.cell_cache(cell, dw_args), same, report, wanted,
+                     lambda data: data["cells"].get(name))
 
 
 def summarize(data: dict) -> dict:
@@ -173,6 +187,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--report", default="levers",
                         help="name of the files written in OUT: NAME.json, NAME.md, NAME_<steps>.png (the runs' cache is shared)")
+    parser.add_argument("--reuse-reports", action="store_true",
+                        help="a cell missing from deep_wide's cache is read from the committed OUT/deep_wide.json when "
+                             "that report ran the same settings, instead of being run again (hours of tuning on a CPU)")
     args = parser.parse_args(argv)
     if not args.report.replace("_", "").replace("-", "").isalnum():
         parser.exit(2, f"{parser.prog}: error: invalid --report {args.report!r} (letters, digits, '-' and '_')\n")
@@ -191,12 +208,15 @@ def main(argv=None) -> int:
     dw_args = deep_wide_args(args)
     rules = deep_wide.general_rules(deep_wide.DEFAULT_WEIGHTS)
     data = {"settings": {"cells": args.cells, "eval_seeds": args.eval_seeds, "tune_seeds": args.tune_seeds,
-                         "horizons": horizons, "device": args.device, "quick": args.quick},
+                         "horizons": horizons, "device": args.device, "quick": args.quick, "data_root": args.data_root,
+                         "levers_sha256": {lever: load_weights(LEVERS[lever][1]["weights"]).sha256 for lever in levers}},
             "levers": levers, "cells": {}}
     kept = []
     try:
         for cell in cells:
             name = deep_wide.cell_name(cell)
+            if args.reuse_reports:
+                seed_from_deep_wide(cell, rules, dw_args, horizons)
             kept.append(deep_wide.kept_cell(cell, rules, dw_args, horizons, reuse=True))
             base = kept[-1]["result"]["results"]
             block = {"tuned Adam": {}, "Adam 1e-3": {}}

@@ -344,6 +344,60 @@ def test_levers_quick_compares_each_lever_with_deep_wides_tuned_adam(tmp_path):
     assert json.loads((tmp_path / "levers.json").read_text())["levers"] == ["l2l-mnist", "tensor-1.5e-3"]
 
 
+@needs_mnist
+def test_levers_reuse_reports_reads_a_committed_deep_wide_report_of_the_same_settings(tmp_path, monkeypatch):
+    from benchmarks import deep_wide, levers
+
+    assert deep_wide.main(["--quick", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "deep_wide.json").read_text())
+    assert report["settings"]["rules_sha256"] == {"l2l-mnist": levers.load_weights("l2l-mnist").sha256}
+    for kept in (tmp_path / "deep_wide_cells").iterdir():  # a fresh clone: the report is committed, the cache is not
+        kept.unlink()
+
+    def no_runs(*args, **kwargs):
+        raise AssertionError("deep_wide's runs were repeated")
+
+    monkeypatch.setattr(deep_wide, "run_cell", no_runs)
+    assert levers.main(["--quick", "--out", str(tmp_path), "--levers", "l2l-mnist", "--reuse-reports"]) == 0
+    data = json.loads((tmp_path / "levers.json").read_text())
+    for name in ("1x20", "2x20"):
+        assert data["cells"][name]["l2l-mnist"]["10"] == report["cells"][name]["results"]["10"][levers.SHIPPED_KEY]
+    assert "2 of 2 were read from the committed deep_wide.json" in data["provenance"]["kept_runs"]
+    # without the flag, or when the report ran other settings, the runs are not taken from it
+    for kept in (tmp_path / "deep_wide_cells").iterdir():
+        kept.unlink()
+    with pytest.raises(AssertionError, match="repeated"):
+        levers.main(["--quick", "--out", str(tmp_path), "--levers", "l2l-mnist"])
+    report["settings"]["eval_seeds"] = 3
+    (tmp_path / "deep_wide.json").write_text(json.dumps(report))
+    with pytest.raises(AssertionError, match="repeated"):
+        levers.main(["--quick", "--out", str(tmp_path), "--levers", "l2l-mnist", "--reuse-reports"])
+    report["settings"]["eval_seeds"], report["settings"]["rules_sha256"] = 2, {"l2l-mnist": "0" * 64}
+    (tmp_path / "deep_wide.json").write_text(json.dumps(report))
+    with pytest.raises(AssertionError, match="repeated"):
+        levers.main(["--quick", "--out", str(tmp_path), "--levers", "l2l-mnist", "--reuse-reports"])
+
+
+def test_seed_kept_fills_only_an_empty_cache_from_a_matching_report(tmp_path):
+    from benchmarks.common import compute_note, seed_kept
+
+    report, cache = tmp_path / "r.json", tmp_path / "cache" / "c.json"
+    assert not seed_kept(cache, {"s": 1}, report, {"a": 1}, lambda d: d["x"])  # no report
+    report.write_text(json.dumps({"settings": {"a": 1, "b": 2}, "x": {"v": 3}, "provenance": {"git_commit": "abc"}}))
+    assert not seed_kept(cache, {"s": 1}, report, {"a": 2}, lambda d: d["x"])  # other settings
+    assert not seed_kept(cache, {"s": 1}, report, {"c": None}, lambda d: d["x"])  # a setting it lacks
+    assert not seed_kept(cache, {"s": 1}, report, {"a": 1}, lambda d: None) and not cache.exists()  # not in it
+    assert seed_kept(cache, {"s": 1}, report, {"a": 1}, lambda d: d["x"])
+    record = json.loads(cache.read_text())
+    assert record == {"settings": {"s": 1}, "result": {"v": 3}, "git_commit": "abc", "seeded_from": "r.json"}
+    assert not seed_kept(cache, {"s": 9}, report, {"a": 1}, lambda d: d["x"])  # never over a kept run
+    assert json.loads(cache.read_text()) == record
+    timed = {"settings": {}, "result": {}, "git_commit": "def", "compute_time_s": 7.0}
+    note = compute_note([record, timed])
+    assert "took 7 s of compute" in note and "1 of 2 were read from the committed r.json of commit `abc`" in note
+    assert "predate" not in note and "predate" not in compute_note([record])
+
+
 def test_levers_refuses_an_unknown_lever(capsys):
     from benchmarks import levers
 
