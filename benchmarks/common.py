@@ -116,17 +116,21 @@ def kept_run(path: Path, settings: dict, compute: Callable[[], Any], reuse: bool
     return record
 
 
-def seed_kept(path: Path, settings: dict, report: Path, report_settings: dict, pick: Callable[[dict], Any]) -> bool:
+def seed_kept(path: Path, settings: dict, report: Path, report_settings: dict, pick: Callable[[dict], Any],
+              if_recorded: dict | None = None) -> bool:
     """Keep in ``path`` the result a committed report already holds, so that kept_run does not repeat its runs.
 
     Only where ``path`` holds nothing, the report exists, every key of ``report_settings`` equals the report's own
-    settings, and ``pick(report)`` finds the result (None: not there). The record names its source report and
-    commit, and has no compute time (compute_note says so). Returns whether it wrote one.
+    settings (and every key of ``if_recorded`` that the report records), and ``pick(report)`` finds the result
+    (None: not there). The record names its source report and commit, and has no compute time (compute_note says
+    so). Returns whether it wrote one.
     """
     if path.exists() or not report.exists():
         return False
     data = json.loads(report.read_text())
-    if any(data.get("settings", {}).get(k, _MISSING) != v for k, v in report_settings.items()):
+    recorded = data.get("settings", {})
+    if any(recorded.get(k, _MISSING) != v for k, v in report_settings.items()) or any(
+            k in recorded and recorded[k] != v for k, v in (if_recorded or {}).items()):
         return False
     result = pick(data)
     if result is None:

@@ -165,8 +165,12 @@ def cell_settings(rules, args, horizons) -> dict:
     return {
         "quick": args.quick, "horizons": list(horizons), "weights": args.weights, "eval_seeds": args.eval_seeds,
         "tune_seeds": args.tune_seeds, "device": args.device, "data_root": args.data_root,
-        "rules": {name: w.sha256 for name, w in rules.items()},
+        "rules": rule_hashes(rules),
     }
+
+
+def rule_hashes(rules) -> dict[str, str]:
+    return {name: w.sha256 for name, w in rules.items()}
 
 
 def cell_cache(cell, args) -> Path:
@@ -300,7 +304,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     rules = general_rules(args.weights)
     data = {"settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "resume", "cells")}, "horizons": horizons,
-                         "rules_sha256": {name: w.sha256 for name, w in rules.items()}},
+                         "rules_sha256": rule_hashes(rules)},
             "cells": {}}
     kept = []
     try:

@@ -16,7 +16,6 @@ the same command to continue). Writes levers.json, levers.md and levers_<steps>.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -93,13 +92,10 @@ def seed_from_deep_wide(cell, rules, dw_args, horizons) -> bool:
     """Fill deep_wide's cache for the cell from the committed deep_wide.json where its settings are ours (a report
     that predates the record of its rules' hashes is taken on its other settings)."""
     same = deep_wide.cell_settings(rules, dw_args, horizons)
-    wanted = {k: v for k, v in same.items() if k != "rules"}
-    report = Path(dw_args.out) / "deep_wide.json"
-    if report.exists() and "rules_sha256" in json.loads(report.read_text()).get("settings", {}):
-        wanted["rules_sha256"] = same["rules"]
     name = deep_wide.cell_name(cell)
-    return seed_kept(deep_wide.cell_cache(cell, dw_args), same, report, wanted,
-                     lambda data: data["cells"].get(name))
+    return seed_kept(deep_wide.cell_cache(cell, dw_args), same, Path(dw_args.out) / "deep_wide.json",
+                     {k: v for k, v in same.items() if k != "rules"}, lambda data: data["cells"].get(name),
+                     if_recorded={"rules_sha256": same["rules"]})
 
 
 def summarize(data: dict) -> dict:
