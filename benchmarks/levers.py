@@ -42,8 +42,9 @@ LEVERS: dict[str, tuple[str, dict]] = {
                     dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=5e-3)),
     "mlp-family": ("l2l-mlp-family: meta-trained from scratch with grad_norm='tensor' (RMS 1.5e-3) on mlp-family, eight "
                    "MNIST MLPs none of which is a grid cell (its card holds the recipe)", dict(weights="l2l-mlp-family")),
-    "family-plus": ("famplus-u100c: l2l-mlp-family widened, then meta-trained further on mlp-family plus wider and "
-                    "deeper members over whole 100-step runs (60 CPU epochs; mlp_family_screen/session15-18)",
+    "family-plus": ("famplus-u100c: l2l-mlp-family given the per-tensor RMS input, then meta-trained further on "
+                    "mlp-family-plus (mlp-family and four small sigmoid nets) over whole 100-step runs (60 CPU epochs; "
+                    "mlp_family_screen/session15-18)",
                     dict(weights="benchmarks/results/mlp_family_screen/session18/famplus-u100c.safetensors")),
 }
 SHIPPED_KEY = "LearnedOptimizer (l2l-mnist)"  # how deep_wide names its runs of the report's rule
