@@ -46,6 +46,8 @@ LEVERS: dict[str, tuple[str, dict]] = {
                     "mlp-family-plus (mlp-family and four small sigmoid nets) over whole 100-step runs (60 CPU epochs; "
                     "mlp_family_screen/session15-18)",
                     dict(weights="benchmarks/results/mlp_family_screen/session18/famplus-u100c.safetensors")),
+    "family-plus-30": ("famplus-u100b: family-plus's run stopped at 30 of its 60 CPU epochs (mlp_family_screen/session17)",
+                       dict(weights="benchmarks/results/mlp_family_screen/session17/famplus-u100b.safetensors")),
 }
 SHIPPED_KEY = "LearnedOptimizer (l2l-mnist)"  # how deep_wide names its runs of the report's rule
 

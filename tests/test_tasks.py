@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import needs_mnist
-from learned_optim.tasks import DataNotFoundError, make_task
+from learned_optim.tasks import FAMILIES, DataNotFoundError, make_task
 from learned_optim.tasks.data import load_mnist_arrays, mnist, read_idx
 from learned_optim.tasks.mnist import MNISTMLPConfig, mlp
 
@@ -202,11 +202,10 @@ def test_mixture_refuses_bad_members(kwargs, message):
         make_task("mixture", **kwargs)
 
 
-@pytest.mark.parametrize("family", ["mlp-family", "mlp-family-plus"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_mlp_families_share_no_model_with_the_deep_wide_grid(family):
     """A rule meta-trained on a family is evaluated on deep_wide's cells: none of them may be a member."""
     from benchmarks.deep_wide import CELLS
-    from learned_optim.tasks import FAMILIES
 
     members = FAMILIES[family]
     assert len(set(map(repr, members))) == len(members)  # no member twice
