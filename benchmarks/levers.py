@@ -43,10 +43,11 @@ LEVERS: dict[str, tuple[str, dict]] = {
     "mlp-family": ("l2l-mlp-family: meta-trained from scratch with grad_norm='tensor' (RMS 1.5e-3) on mlp-family, eight "
                    "MNIST MLPs none of which is a grid cell (its card holds the recipe)", dict(weights="l2l-mlp-family")),
     "family-plus": ("famplus-u100c: l2l-mlp-family given the per-tensor RMS input, then meta-trained further on "
-                    "mlp-family-plus (mlp-family and four small sigmoid nets) over whole 100-step runs (60 CPU epochs; "
+                    "mlp-family-plus (mlp-family and four small sigmoid nets) over whole 100-step runs (30 + 60 CPU epochs; "
                     "mlp_family_screen/session15-18)",
                     dict(weights="benchmarks/results/mlp_family_screen/session18/famplus-u100c.safetensors")),
-    "family-plus-30": ("famplus-u100b: family-plus's run stopped at 30 of its 60 CPU epochs (mlp_family_screen/session17)",
+    "family-plus-30": ("famplus-u100b: the family-plus rule 30 epochs earlier, after 30 + 30 whole-run CPU epochs from "
+                       "l2l-mlp-family (mlp_family_screen/session16-17)",
                        dict(weights="benchmarks/results/mlp_family_screen/session17/famplus-u100b.safetensors")),
 }
 SHIPPED_KEY = "LearnedOptimizer (l2l-mnist)"  # how deep_wide names its runs of the report's rule
