@@ -46,9 +46,9 @@ LEVERS: dict[str, tuple[str, dict]] = {
                     "mlp-family-plus (mlp-family and four small sigmoid nets) over whole 100-step runs (30 + 60 CPU epochs; "
                     "mlp_family_screen/session15-18)",
                     dict(weights="benchmarks/results/mlp_family_screen/session18/famplus-u100c.safetensors")),
-    "family-plus-30": ("famplus-u100b: the family-plus rule 30 epochs earlier, after 30 + 30 whole-run CPU epochs from "
-                       "l2l-mlp-family (mlp_family_screen/session16-17)",
-                       dict(weights="benchmarks/results/mlp_family_screen/session17/famplus-u100b.safetensors")),
+    "family-plus-30": ("l2l-mlp-family-plus, the default (famplus-u100b in mlp_family_screen/session16-17): the "
+                       "family-plus rule 30 epochs earlier, after 30 + 30 whole-run CPU epochs from l2l-mlp-family",
+                       dict(weights="l2l-mlp-family-plus")),
 }
 SHIPPED_KEY = "LearnedOptimizer (l2l-mnist)"  # how deep_wide names its runs of the report's rule
 

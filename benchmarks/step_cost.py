@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from learned_optim import LearnedOptimizer, kernels, triton_step
+from learned_optim import LearnedOptimizer, kernels, load_weights, triton_step
 from learned_optim.nets import NetConfig
+from learned_optim.pretrained import resolve
 
 from .common import DEFAULT_OUT, markdown_table, provenance, pyplot, sync, write_json
 
@@ -106,18 +107,19 @@ def bytes_per_coordinate(state_bytes: float, param_bytes: int = 4) -> float:
     return 2 * state_bytes + param_bytes + 2 * param_bytes
 
 
-def optimizers(device: str, chunk_size: "int | None" = None) -> dict:
+def optimizers(device: str, chunk_size: "int | None" = None, weights: str = "default") -> dict:
     cuda = device.startswith("cuda")
     return {
-        "LearnedOptimizer": lambda p: LearnedOptimizer(p, chunk_size=chunk_size),
-        "LearnedOptimizer (torch path)": lambda p: LearnedOptimizer(p, implementation="torch", chunk_size=chunk_size),
+        "LearnedOptimizer": lambda p: LearnedOptimizer(p, weights=weights, chunk_size=chunk_size),
+        "LearnedOptimizer (torch path)": lambda p: LearnedOptimizer(p, weights=weights, implementation="torch",
+                                                                    chunk_size=chunk_size),
         "Adam" + (" (fused)" if cuda else " (foreach)"): lambda p: torch.optim.Adam(p, lr=1e-3, **({"fused": True} if cuda else {"foreach": True})),
         "SGD": lambda p: torch.optim.SGD(p, lr=1e-2),
     }
 
 
 def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = None, rule_flops: int = 0,
-            pairs: "int | None" = None) -> dict:
+            pairs: "int | None" = None, weights: str = "default") -> dict:
     torch.manual_seed(0)
     model = mlp_for(numel).to(device)
     params = list(model.parameters())
@@ -131,7 +133,7 @@ def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = No
     fwd_bwd = timed(forward_backward, device, repeats)
     forward_backward()  # leave gradients in place for the steps
     row = {"parameters": count, "forward_backward_s": fwd_bwd, "optimizers": {}}
-    for name, make in optimizers(device, chunk_size).items():
+    for name, make in optimizers(device, chunk_size, weights).items():
         opt = make(params)
         step = timed(opt.step, device, repeats)
         state_bytes = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0)
@@ -167,6 +169,9 @@ def main(argv=None) -> int:
                         "Triton kernel's products (\"high\": TF32), follow it; results go to step_cost_DEVICE_PRECISION.*")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="LearnedOptimizer's chunk_size (default: its own per-device default)")
+    parser.add_argument("--weights", default="default",
+                        help="the rule LearnedOptimizer loads (a shipped name, 'default' or a path); its name and "
+                        "sha256 go in the result file")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     if args.quick:
@@ -185,10 +190,11 @@ def run(args, argv) -> int:
     # the best reading is the reference (the conservative choice: it makes our fraction smaller)
     matmul_readings = [matmul_flops(args.device)]
     bandwidth = copy_bandwidth(args.device)
-    flops = rule_flops_per_coordinate(NetConfig())
+    rule = load_weights(args.weights)
+    flops = rule_flops_per_coordinate(NetConfig())  # per-tensor inputs are folded into the biases: no more per coordinate
     rows = []
     for size in args.sizes:
-        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size, flops, args.pairs))
+        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size, flops, args.pairs, rule))
         matmul_readings.append(matmul_flops(args.device))
     peak = max(matmul_readings)
     for row in rows:
@@ -213,6 +219,7 @@ def run(args, argv) -> int:
         "float32_matmul_precision": args.matmul_precision,
         "chunk_size": args.chunk_size,
         "rule_flops_per_coordinate": flops,
+        "weights": {"name": args.weights, "resolved": resolve(args.weights)[1].stem, "sha256": rule.sha256},
         "rows": rows,
         "provenance": provenance("benchmarks.step_cost", argv, args.device, started),
     }
@@ -232,7 +239,8 @@ def run(args, argv) -> int:
     text = "\n".join([
         "# Optimizer step cost",
         "",
-        f"`{data['provenance']['command']}` — commit `{data['provenance']['git_commit']}`, {data['provenance']['device']}.",
+        f"`{data['provenance']['command']}` — commit `{data['provenance']['git_commit']}`, {data['provenance']['device']}; "
+        f"LearnedOptimizer with `{data['weights']['resolved']}` (sha256 {rule.sha256[:12]}…).",
         "",
         f"Median of {args.repeats} steps after a warm-up. Rule network: {flops} FLOPs per coordinate; float32 matmul in the "
         f"same run: {peak / 1e9:.1f} GFLOP/s (the best of {len(matmul_readings)} readings, "

@@ -130,6 +130,22 @@ def hold_inputs(rule: analysis.LearnedRule, inputs: "torch.Tensor | None") -> di
     return held
 
 
+def schedule_by_group(rule: analysis.LearnedRule, by_group: dict, held: dict, steps: int, g_median: float) -> dict:
+    """For a rule with per-tensor inputs: per parameter group, the step size for a gradient of median size along the
+    autonomous trajectory with the inputs at that group's recorded medians (what the inputs do to each layer's steps:
+    the gradients the rule sees are normalized per tensor, so these are the only per-layer signal it has). The rule's
+    inputs are left at ``held``. Empty for a rule without such inputs."""
+    found = {}
+    for group, values in by_group.items():
+        for name, value in values.items():
+            setattr(rule, name, value)
+        trajectory = analysis.autonomous(rule, max(steps, 200))
+        found[group] = {str(t): secant_lr(rule, trajectory.states[t], g_median) for t in (0, 1, 10, steps) if t <= steps}
+    for name, value in held.items():
+        setattr(rule, name, value)
+    return found
+
+
 def pca(points: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean, components (k, D), explained variance ratios (k,)) of points (N, D)."""
     mean = points.mean(0)
@@ -190,6 +206,9 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
         if len(fp.points):
             s_curve.append((g_star, fp.points[0], secant_lr(rule, fp.points[0], g_median)))
 
+    by_group = inputs_by_group(rule, inputs, labels)
+    group_schedule = schedule_by_group(rule, by_group, held, steps, g_median)
+
     summary = {
         "rule": rule.name,
         "task": task.describe(),
@@ -214,7 +233,8 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
         },
         "adaptation": [{"g_star": g, "secant_lr_at_median_gradient": lr} for g, _, lr in s_curve],
         "inputs_held_at": held,
-        "inputs_by_group": inputs_by_group(rule, inputs, labels),
+        "inputs_by_group": by_group,
+        "schedule_by_group": group_schedule,
         "note": "effective learning rate = -dΔx/dg at g = 0"
         + ("; under the log-sign preprocessing the network sees (−1, e^p g) for |g| < e^-p, so this slope belongs "
            "to that branch" if rule.config.preprocess == "log_sign" else ""),
@@ -450,7 +470,11 @@ def to_markdown(summary: dict) -> str:
         *([f"**Per-tensor inputs**, held at the medians of the recorded values for the tools above: "
            + ", ".join(f"{k} = {v:.3g}" for k, v in summary["inputs_held_at"].items()) + "; by group: "
            + "; ".join(f"{g}: " + ", ".join(f"{v:.3g}" for v in vals.values())
-                       for g, vals in summary["inputs_by_group"].items()) + ".", ""]
+                       for g, vals in summary["inputs_by_group"].items()) + ".", "",
+           "**Per group**, with the inputs at that group's medians: the step size for a gradient of median size along "
+           "the autonomous trajectory: "
+           + "; ".join(f"{g}: " + ", ".join(f"step {k}: {v:.3g}" for k, v in steps_.items())
+                       for g, steps_ in summary.get("schedule_by_group", {}).items()) + ".", ""]
           if summary.get("inputs_held_at") else []),
         *([f"**Condition numbers** of the Hessians AᵀA of {summary['condition_numbers']['problems']} of the task's problems: "
            f"min {summary['condition_numbers']['min']:.3g}, median {summary['condition_numbers']['median']:.3g}, "

@@ -78,8 +78,15 @@ def initial_theta(
 
 
 def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
-    """The weight file ``init_from`` names (a shipped name or a path), checked against the recipe's architecture."""
+    """The weight file ``init_from`` names (a shipped name or a path), checked against the recipe's architecture.
+
+    A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--net-scale-input``) that the file's rule lacks:
+    the rule is then widened, its first cell given a zero input weight for each added input, so that meta-training
+    starts at exactly the file's update function (see ``widen``). The returned weights keep the file's name and
+    sha256 (the card names the bytes read)."""
     rule = load_weights(config.init_from)
+    if rule.config != config.net and _adds_tensor_inputs(rule.config, config.net):
+        rule = dataclasses.replace(rule, config=config.net, theta=widen(rule.theta, rule.config, config.net))
     if rule.config != config.net:
         differ = sorted(k for k, v in config.net.to_dict().items() if rule.config.to_dict().get(k) != v)
         raise ValueError(
@@ -87,6 +94,35 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
             f"(differs in {', '.join(differ)}); give the same network flags as its card"
         )
     return rule
+
+
+TENSOR_INPUT_FLAGS = ("tensor_rms_input", "net_scale_input")  # nets.NetConfig's per-tensor inputs, in input order
+
+
+def _adds_tensor_inputs(source: NetConfig, target: NetConfig) -> bool:
+    """Whether ``target`` is ``source`` with one or more per-tensor inputs switched on (and nothing else changed)."""
+    plain = {name: False for name in TENSOR_INPUT_FLAGS}
+    return (dataclasses.replace(source, **plain) == dataclasses.replace(target, **plain)
+            and all(getattr(target, name) for name in TENSOR_INPUT_FLAGS if getattr(source, name)))
+
+
+def widen(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) -> dict[str, torch.Tensor]:
+    """``theta`` of a rule with ``source``'s inputs, as a rule with ``target``'s: per-tensor inputs that ``target``
+    adds get an all-zero column of the first cell's input weights, so the widened rule computes the same update
+    (the added inputs are multiplied by zero). The per-tensor inputs follow the gradient features, in
+    ``TENSOR_INPUT_FLAGS`` order (features.py)."""
+    if not _adds_tensor_inputs(source, target):
+        raise ValueError("widen: the target must be the source with per-tensor inputs added, nothing else changed")
+    w = theta["cells.0.w_ih"]
+    base = w.shape[1] - source.tensor_inputs
+    columns, taken = [w[:, :base]], base
+    for name in TENSOR_INPUT_FLAGS:
+        if getattr(source, name):
+            columns.append(w[:, taken: taken + 1])
+            taken += 1
+        elif getattr(target, name):
+            columns.append(torch.zeros_like(w[:, :1]))
+    return {**theta, "cells.0.w_ih": torch.cat(columns, dim=1)}
 
 
 @dataclass(frozen=True)
@@ -714,7 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "logarithms, so that problems count by relative progress, not by their losses' scale")
     group.add_argument("--init-from", default=defaults.init_from,
                        help="start from this weight file (a shipped name or a path) instead of a fresh init; "
-                       "the network flags must match its card")
+                       "the network flags must match its card, except that they may add per-tensor inputs "
+                       "(--tensor-rms-input, --net-scale-input), which start at zero weight")
     group = parser.add_argument_group("network")
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)

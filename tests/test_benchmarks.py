@@ -135,6 +135,9 @@ def test_step_cost_quick_writes_its_result_files(tmp_path):
     assert row["optimizers"]["Adam (foreach)"]["state_bytes_per_parameter"] == 8
     assert 0 < learned["fraction_of_matmul_throughput"] and learned["step_s"] > 0
     assert data["rule_flops_per_coordinate"] > 10_000
+    from learned_optim import list_pretrained, load_weights
+    assert data["weights"] == {"name": "default", "resolved": list_pretrained()["default"]["alias_of"],
+                               "sha256": load_weights("default").sha256}  # the result names the rule it timed
     # the roofline bound: the larger of the compute time at matmul speed and the traffic at copy bandwidth
     n, bytes_each = row["parameters"], step_cost.bytes_per_coordinate(320)
     assert bytes_each == 2 * 320 + 12 and data["copy_bytes_per_s"] > 0

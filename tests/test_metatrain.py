@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -204,6 +205,48 @@ def test_init_from_starts_the_run_at_a_weight_file(tmp_path):
         mt.initial_theta(MetaTrainConfig(**{**TINY, "net": NetConfig(hidden_size=5), "init_from": start.init_from}))
     with pytest.raises(ValueError, match="Invalid init_from"):
         MetaTrainConfig(**{**TINY, "init_from": None})
+
+
+def test_init_from_may_add_per_tensor_inputs_at_zero_weight(tmp_path):
+    """A recipe that adds per-tensor inputs to init_from's rule starts at exactly that rule's update function: the
+    first cell gets a zero input weight per added input, in the inputs' order, and nothing else changes."""
+    source = load_weights(metatrain(MetaTrainConfig(**TINY), tmp_path / "src.safetensors", log=lambda m: None))
+    both = dataclasses.replace(source.config, tensor_rms_input=True, net_scale_input=True)
+    start = MetaTrainConfig(**{**TINY, "net": both, "epochs": 0, "init_from": str(tmp_path / "src.safetensors")})
+    theta = mt.initial_theta(start)
+    w, w0 = theta["cells.0.w_ih"], source.theta["cells.0.w_ih"]
+    assert w.shape == (w0.shape[0], w0.shape[1] + 2) and torch.equal(w[:, :-2], w0) and not w[:, -2:].any()
+    assert all(torch.equal(v, source.theta[k]) for k, v in theta.items() if k != "cells.0.w_ih")
+    # the same updates on a model whose tensors differ in scale (where the added inputs are not constant)
+    widened = load_weights(metatrain(start, tmp_path / "wide.safetensors", log=lambda m: None))
+    assert widened.config == both and widened.card["init_from_sha256"] == source.sha256
+    runs = []
+    for weights in (source.name, str(tmp_path / "wide.safetensors")):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 1))
+        with torch.no_grad():
+            model[2].weight.mul_(30)
+        opt = LearnedOptimizer(model.parameters(), weights=weights, lr=0.1)
+        x = torch.randn(16, 5)
+        for _ in range(5):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-7)
+    # one added input onto a rule that has the other: the new column goes to its place in the order
+    net_only = dataclasses.replace(source.config, net_scale_input=True)
+    theta_n = {**source.theta, "cells.0.w_ih": torch.cat([w0, torch.full_like(w0[:, :1], 7.0)], dim=1)}
+    both_from_n = mt.widen(theta_n, net_only, both)["cells.0.w_ih"]
+    assert not both_from_n[:, -2].any() and (both_from_n[:, -1] == 7).all()
+    # removing an input, or changing anything else, is still refused
+    with pytest.raises(ValueError, match="differs in net_scale_input, tensor_rms_input"):
+        mt.start_weights(MetaTrainConfig(**{**TINY, "init_from": str(tmp_path / "wide.safetensors")}))
+    with pytest.raises(ValueError, match="differs in hidden_size"):
+        mt.start_weights(MetaTrainConfig(**{**TINY, "net": dataclasses.replace(both, hidden_size=5),
+                                            "init_from": str(tmp_path / "src.safetensors")}))
+    with pytest.raises(ValueError, match="per-tensor inputs added"):
+        mt.widen(theta_n, net_only, dataclasses.replace(source.config, tensor_rms_input=True))
 
 
 def test_a_started_run_orders_its_tensors_the_same_in_every_process(tmp_path):

@@ -119,7 +119,7 @@ def test_unknown_name_lists_available():
 
 def test_shipped_rules_load_with_complete_cards():
     shipped = list_pretrained()
-    assert {"l2l-quadratic", "l2l-mnist", "l2l-mlp-family", "default"} <= shipped.keys()
+    assert {"l2l-quadratic", "l2l-mnist", "l2l-mlp-family", "l2l-mlp-family-plus", "default"} <= shipped.keys()
     assert "alias_of" in shipped["default"]
     for name, card in shipped.items():
         for field in CARD_FIELDS:
@@ -131,7 +131,7 @@ def test_shipped_rules_load_with_complete_cards():
     assert load_weights("default").sha256 == load_weights(shipped["default"]["alias_of"]).sha256
 
 
-@pytest.mark.parametrize("name", ["default", "l2l-mnist", "l2l-mlp-family"])
+@pytest.mark.parametrize("name", ["default", "l2l-mnist", "l2l-mlp-family", "l2l-mlp-family-plus"])
 def test_shipped_rules_reduce_the_loss_of_a_small_model(name):
     model = small_model(seed=3)
     opt = LearnedOptimizer(model.parameters(), weights=name)

@@ -181,7 +181,7 @@ def test_the_input_travels_in_the_weight_file_and_the_metatrain_flag(tmp_path):
     loaded = load_weights(str(tmp_path / "r.safetensors"))
     assert loaded.config.tensor_rms_input and loaded.config.net_scale_input
     assert loaded.theta["cells.0.w_ih"].shape == (80, 4)
-    default = load_weights("default").config  # cards written before them load without the inputs
+    default = load_weights("l2l-mlp-family").config  # cards written before them load without the inputs
     assert not default.tensor_rms_input and not default.net_scale_input and default.tensor_inputs == 0
     parser = build_parser()
     out = ["--task", "two_moons", "--out", str(tmp_path / "x.safetensors")]
@@ -285,9 +285,21 @@ def test_the_analyze_report_studies_the_rule_at_the_inputs_its_runs_gave_it(tmp_
     # one value per step for the whole net: with one problem, every group's median of it is the same
     assert len({round(g["net_scale"], 9) for g in groups.values()}) == 1
     assert "Per-tensor inputs" in (tmp_path / "r" / "summary.md").read_text()
+    # each group's schedule is the tools' schedule with the inputs at that group's values: recomputed here for two
+    by_group = summary["schedule_by_group"]
+    assert by_group.keys() == groups.keys()
+    g_median = summary["gradient_magnitude_quantiles"]["0.5"]
+    for group in list(groups)[:2]:
+        learned.tensor_rms_ratio, learned.net_scale = groups[group]["tensor_rms_ratio"], groups[group]["net_scale"]
+        trajectory = analysis.autonomous(learned, 200)
+        for t in ("0", "1", "4"):
+            assert by_group[group][t] == pytest.approx(analyze.secant_lr(learned, trajectory.states[int(t)], g_median))
+    assert len({round(v["0"], 12) for v in by_group.values()}) > 1  # the groups' inputs differ, so do their steps
+    assert "**Per group**" in (tmp_path / "r" / "summary.md").read_text()
     plain = random_weights(NetConfig(grad_norm="tensor", hidden_size=4), seed=5)
     save_weights(tmp_path / "plain.safetensors", plain.theta, plain.config, {"name": "plain"})
     assert analyze.main([str(tmp_path / "plain.safetensors"), "--task", "two_moons", "--out", str(tmp_path / "p"),
                          "--problems", "1", "--steps", "3", "--fp-iterations", "10"]) == 0
     plain_summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert plain_summary["inputs_held_at"] == {} and "Per-tensor inputs" not in (tmp_path / "p" / "summary.md").read_text()
+    assert plain_summary["schedule_by_group"] == {}

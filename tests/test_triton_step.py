@@ -331,7 +331,8 @@ def triton_path(monkeypatch, device):
 
 
 @pytest.mark.parametrize("weights, state_dtype, maximize, param_dtype", [
-    ("default", torch.float32, False, torch.float32),   # grad_norm="tensor": the per-tensor scale goes into the kernel
+    ("default", torch.float32, False, torch.float32),   # grad_norm="tensor" and the per-tensor input (folded)
+    ("l2l-mlp-family", torch.float32, False, torch.float32),  # grad_norm="tensor": the per-tensor scale in the kernel
     ("l2l-mnist", torch.float32, True, torch.float32),
     ("default", torch.bfloat16, False, torch.float32),
     ("default", torch.float32, False, torch.bfloat16),  # not fused: the update is added outside the kernel
