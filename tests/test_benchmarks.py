@@ -460,3 +460,14 @@ def test_kept_run_reuses_equal_settings_and_says_what_old_records_lack(tmp_path)
     assert "predate" in compute_note([old]) and compute_note([]) == ""
     note = compute_note([{**first, "compute_time_s": 10.0}, {**first, "compute_time_s": 5.4, "git_commit": "def"}, old])
     assert "took 15 s of compute" in note and "`abc`, `def`" in note and "1 of 3 predate" in note
+
+
+def test_cpu_model_names_the_widest_vector_instructions():
+    """Result files name the CPU and its vector width: step costs are read against a matmul that AVX-512 speeds up."""
+    from benchmarks.common import cpu_model
+
+    text = "processor : 0\nmodel name : Some CPU\nflags : fpu sse2 avx avx2 {}\n\nprocessor : 1\nmodel name : Other\n"
+    assert cpu_model(text.format("avx512f avx512bw")) == "Some CPU, AVX-512"  # the first processor's lines
+    assert cpu_model(text.format("")) == "Some CPU, AVX2"
+    assert cpu_model("model name : Plain\nflags : fpu sse2\n") == "Plain"
+    assert cpu_model("") == ""
