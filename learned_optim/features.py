@@ -189,7 +189,8 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
 # cannot tell a net's output layer (whose gradients are often ten times the hidden layers')
 # from its first layer. With ``tensor_rms_input`` each coordinate gets one more input, the
 # same for all of a tensor's coordinates: log(RMS_tensor / RMS_net) / p, on the scale of
-# log_sign's first feature, RMS_net over all the gradients of the step. Invariant to a
+# log_sign's first feature, RMS_net over all the gradients of the step (``tensor_input_scale`` s > 0:
+# s log(RMS_tensor / RMS_net) instead, a larger input whose weights a meta-optimizer moves in larger effect). Invariant to a
 # common factor on all gradients, like the normalization. A tensor with no finite nonzero
 # entry (or a net with none) gets 0.
 #
@@ -292,7 +293,7 @@ def tensor_input_values(stats, config, whole=None) -> "list[tuple] | None":
         return None
     if whole is None:
         whole = net_rms(stats)
-    ratios = [log_rms_ratio(rms, whole, config.p) for rms, _ in stats]
+    ratios = [log_rms_ratio(rms, whole, config.tensor_input_divisor) for rms, _ in stats]
     spread = net_scale_spread(ratios, [n for _, n in stats]) if config.net_scale_input else None
     return [(c,) * config.tensor_rms_input + (spread,) * config.net_scale_input for c in ratios]
 

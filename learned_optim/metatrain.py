@@ -87,6 +87,9 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     rule = load_weights(config.init_from)
     if rule.config != config.net and _adds_tensor_inputs(rule.config, config.net):
         rule = dataclasses.replace(rule, config=config.net, theta=widen(rule.theta, rule.config, config.net))
+    elif (rule.config != config.net and rule.config.tensor_inputs
+          and dataclasses.replace(rule.config, tensor_input_scale=config.net.tensor_input_scale) == config.net):
+        rule = dataclasses.replace(rule, config=config.net, theta=rescale_tensor_inputs(rule.theta, rule.config, config.net))
     if rule.config != config.net:
         differ = sorted(k for k, v in config.net.to_dict().items() if rule.config.to_dict().get(k) != v)
         raise ValueError(
@@ -104,6 +107,18 @@ def _adds_tensor_inputs(source: NetConfig, target: NetConfig) -> bool:
     plain = {name: False for name in TENSOR_INPUT_FLAGS}
     return (dataclasses.replace(source, **plain) == dataclasses.replace(target, **plain)
             and all(getattr(target, name) for name in TENSOR_INPUT_FLAGS if getattr(source, name)))
+
+
+def rescale_tensor_inputs(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) -> dict[str, torch.Tensor]:
+    """``theta`` of a rule with per-tensor inputs at ``source``'s tensor_input_scale, as the same update function at
+    ``target``'s: each input is the log ratio / the config's divisor, so its weights are multiplied by
+    target divisor / source divisor."""
+    if dataclasses.replace(source, tensor_input_scale=target.tensor_input_scale) != target:
+        raise ValueError("rescale_tensor_inputs: the target must be the source at another tensor_input_scale")
+    w = theta["cells.0.w_ih"].clone()
+    k = source.tensor_inputs
+    w[:, w.shape[1] - k:] *= target.tensor_input_divisor / source.tensor_input_divisor
+    return {**theta, "cells.0.w_ih": w}
 
 
 def widen(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) -> dict[str, torch.Tensor]:
@@ -767,6 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "1: each tensor alone, 0: one factor for the whole optimizee")
     group.add_argument("--tensor-rms-input", action="store_true",
                        help="one more input per coordinate: log(RMS_tensor / RMS_net) / p of its tensor's gradient")
+    group.add_argument("--tensor-input-scale", type=float, default=net_defaults.tensor_input_scale,
+                       help="s > 0: the per-tensor inputs are s log(RMS_tensor / RMS_net) (and their spread) instead of "
+                       "the log ratio / p; a larger input moves further per meta-update. 0 (default): / p")
     group.add_argument("--net-scale-input", action="store_true",
                        help="one more input, the same for every coordinate: the count-weighted RMS over the "
                             "optimizee's tensors of log(RMS_tensor / RMS_net) / p (how unequal its scales are)")
@@ -820,6 +838,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         grad_norm_power=args.grad_norm_power,
         tensor_rms_input=args.tensor_rms_input,
         net_scale_input=args.net_scale_input,
+        tensor_input_scale=args.tensor_input_scale,
         relative_step=args.relative_step,
         grad_relative_step=args.grad_relative_step,
     )

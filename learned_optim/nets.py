@@ -70,6 +70,7 @@ class NetConfig:
     grad_norm_power: float = 1.0  # under "tensor": target / (RMS_tensor^a RMS_net^(1-a)), see features.py
     tensor_rms_input: bool = False  # one more input: log(RMS_tensor / RMS_net) / p of the raw gradient, see features.py
     net_scale_input: bool = False  # one more input: how unequal the net's tensors' gradient scales are, see features.py
+    tensor_input_scale: float = 0.0  # the per-tensor inputs' log ratios times this; 0: divided by p (see features.py)
     relative_step: float = 0.0  # b: each tensor's update times (RMS(weights)_tensor / RMS(weights)_net)^b, features.py
     grad_relative_step: float = 0.0  # c: each tensor's update times (RMS(grad)_tensor / RMS(grad)_net)^c, features.py
 
@@ -97,6 +98,9 @@ class NetConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 2):
                 raise ValueError(f"Invalid {name}: {value!r} (must be a number in [0, 2])")
+        scale = self.tensor_input_scale
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"Invalid tensor_input_scale: {scale!r} (must be a finite number >= 0; 0: 1 / p)")
         for name in ("tensor_rms_input", "net_scale_input"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be True or False)")
@@ -122,8 +126,16 @@ class NetConfig:
         """Numbers of recurrent state kept per coordinate."""
         return len(self.state_names) * self.hidden_size
 
+    @property
+    def tensor_input_divisor(self) -> float:
+        """What the per-tensor inputs' log ratios are divided by: p (the original scale), or 1 / tensor_input_scale."""
+        return 1.0 / self.tensor_input_scale if self.tensor_input_scale else self.p
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.tensor_input_scale:  # the original scale: written as cards before the field were
+            del data["tensor_input_scale"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NetConfig":

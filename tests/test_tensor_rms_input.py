@@ -4,6 +4,7 @@ those values over the net's tensors."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -303,3 +304,39 @@ def test_the_analyze_report_studies_the_rule_at_the_inputs_its_runs_gave_it(tmp_
     plain_summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert plain_summary["inputs_held_at"] == {} and "Per-tensor inputs" not in (tmp_path / "p" / "summary.md").read_text()
     assert plain_summary["schedule_by_group"] == {}
+
+
+@pytest.mark.parametrize("inputs", ["tensor", "both"])
+def test_tensor_input_scale_is_a_reparameterization(tmp_path, inputs):
+    """tensor_input_scale s: the inputs are s log(RMS_t / RMS_net) instead of / p; a rule whose input weights are
+    rescaled by metatrain's init-from (x (1/s) / p) takes the same steps, and an unscaled config's card is unchanged."""
+    from learned_optim import metatrain as mt
+    from learned_optim.features import tensor_input_values
+
+    rule = rule_with_input(seed=2, inputs=inputs, grad_norm="tensor", grad_norm_target=0.01)
+    assert "tensor_input_scale" not in rule.config.to_dict()  # cards from before the field read the same
+    scaled = dataclasses.replace(rule.config, tensor_input_scale=1.0)
+    assert scaled.to_dict()["tensor_input_scale"] == 1.0 and NetConfig.from_dict(scaled.to_dict()) == scaled
+    stats = [(0.5, 10), (0.05, 30), (2.0, 4)]
+    plain_values, scaled_values = tensor_input_values(stats, rule.config), tensor_input_values(stats, scaled)
+    for a, b in zip(plain_values, scaled_values):
+        assert b == pytest.approx(tuple(rule.config.p * x for x in a))
+    save_weights(tmp_path / "r.safetensors", rule.theta, rule.config, card={"name": "r"})
+    start = mt.start_weights(mt.MetaTrainConfig(task="quadratic", net=scaled, init_from=str(tmp_path / "r.safetensors")))
+    save_weights(tmp_path / "s.safetensors", start.theta, scaled, card={"name": "s"})
+    runs = []
+    for weights in ("r", "s"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
+        with torch.no_grad():
+            model[2].weight.mul_(20)
+        opt = LearnedOptimizer(model.parameters(), weights=str(tmp_path / f"{weights}.safetensors"), lr=0.1)
+        x = torch.randn(16, 5)
+        for _ in range(4):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+        runs.append(torch.cat([q.detach().flatten() for q in model.parameters()]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="Invalid tensor_input_scale"):
+        NetConfig(tensor_input_scale=-1.0)
