@@ -3,8 +3,8 @@
     python benchmarks/results/mlp_family_screen/session6/evaluate.py WEIGHTS [WEIGHTS ...]
 
 For each weight file: 100 steps on the 100 evaluation seeds of benchmarks/results/base_tasks.json (the same problems),
-sum of losses and final loss, and the per-seed difference of the sum against `l2l-mlp-family` (the default) and
-`l2l-mnist` (MNIST) / `l2l-quadratic` (quadratics), mean ± standard error. The candidate's own grad_norm settings
+sum of losses and final loss, and the per-seed difference of the sum against `l2l-mlp-family`, `l2l-mlp-family-plus` (the
+defaults before and since session 21) and `l2l-mnist` (MNIST) / `l2l-quadratic` (quadratics), mean ± standard error. The candidate's own grad_norm settings
 come from its card (LearnedOptimizer reads grad_norm_power since session 6). Run from the repository root.
 """
 import json
@@ -31,7 +31,9 @@ for path in sys.argv[1:]:
         sums = losses.sum(1)
         line = [f"{path.split('/')[-1]} (grad_norm_power {rule.config.grad_norm_power}) {task_name}:",
                 "sum %.2f ± %.2f, final %.3f ± %.3f;" % (*mean_se(sums), *mean_se(losses[:, -1]))]
-        for other in ("l2l-mlp-family", specialist):
+        for other in ("l2l-mlp-family", "l2l-mlp-family-plus", specialist):  # the two defaults, then the specialist
+            if f"LearnedOptimizer ({other})" not in block["results"]:  # base_tasks.json before session 21
+                continue
             theirs = torch.tensor(block["results"][f"LearnedOptimizer ({other})"]["per_seed_sum_of_losses"])
             line.append("vs %s %.2f: %+.2f ± %.2f;" % (other, theirs.mean(), *mean_se(sums.double() - theirs.double())))
         print(" ".join(line) + f" {time.time() - start:.0f} s", flush=True)
