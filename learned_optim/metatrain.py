@@ -82,8 +82,9 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
 
     A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--net-scale-input``) that the file's rule lacks:
     the rule is then widened, its first cell given a zero input weight for each added input, so that meta-training
-    starts at exactly the file's update function (see ``widen``). The returned weights keep the file's name and
-    sha256 (the card names the bytes read)."""
+    starts at exactly the file's update function (see ``widen``); or it may feed the rule's per-tensor inputs at
+    another ``--tensor-input-scale``, and their weights are rescaled to the same end (``rescale_tensor_inputs``). The
+    returned weights keep the file's name and sha256 (the card names the bytes read)."""
     rule = load_weights(config.init_from)
     if rule.config != config.net and _adds_tensor_inputs(rule.config, config.net):
         rule = dataclasses.replace(rule, config=config.net, theta=widen(rule.theta, rule.config, config.net))
@@ -91,7 +92,8 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
           and dataclasses.replace(rule.config, tensor_input_scale=config.net.tensor_input_scale) == config.net):
         rule = dataclasses.replace(rule, config=config.net, theta=rescale_tensor_inputs(rule.theta, rule.config, config.net))
     if rule.config != config.net:
-        differ = sorted(k for k, v in config.net.to_dict().items() if rule.config.to_dict().get(k) != v)
+        ours, theirs = dataclasses.asdict(config.net), dataclasses.asdict(rule.config)  # every field, defaults too
+        differ = sorted(k for k, v in ours.items() if theirs[k] != v)
         raise ValueError(
             f"Invalid init_from: {config.init_from!r} has another architecture than the recipe's "
             f"(differs in {', '.join(differ)}); give the same network flags as its card"

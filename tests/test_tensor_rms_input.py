@@ -340,3 +340,7 @@ def test_tensor_input_scale_is_a_reparameterization(tmp_path, inputs):
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="Invalid tensor_input_scale"):
         NetConfig(tensor_input_scale=-1.0)
+    # back from the scaled file to a recipe without the inputs: refused, naming every field that differs
+    plain = dataclasses.replace(rule.config, tensor_rms_input=False, net_scale_input=False)
+    with pytest.raises(ValueError, match="differs in .*tensor_input_scale"):
+        mt.start_weights(mt.MetaTrainConfig(task="quadratic", net=plain, init_from=str(tmp_path / "s.safetensors")))
