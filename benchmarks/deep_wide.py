@@ -40,7 +40,8 @@ CELLS: tuple[tuple[int, int, str], ...] = (
     (3, 120, "sigmoid"), (5, 300, "sigmoid"), (1, 20, "relu"),
 )
 # the report's rule: meta-trained on the 1x20 sigmoid net, no gradient normalization. The package's default
-# (l2l-mlp-family since issue 5) runs against these same baselines and seeds in benchmarks.levers.
+# (l2l-mlp-family, then since session 21 l2l-mlp-family-plus) runs against these same baselines and seeds in
+# benchmarks.levers.
 DEFAULT_WEIGHTS = "l2l-mnist"  # comma-separated; an alias and its target are run once
 
 
