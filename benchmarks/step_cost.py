@@ -186,11 +186,11 @@ def main(argv=None) -> int:
 
 def run(args, argv) -> int:
     started = time.perf_counter()
+    rule = load_weights(args.weights)  # first: an unknown or broken weight file fails before any timing
     # the machine's throughput drifts on a shared host: the matmul is timed before and after every model size and
     # the best reading is the reference (the conservative choice: it makes our fraction smaller)
     matmul_readings = [matmul_flops(args.device)]
     bandwidth = copy_bandwidth(args.device)
-    rule = load_weights(args.weights)
     flops = rule_flops_per_coordinate(NetConfig())  # per-tensor inputs are folded into the biases: no more per coordinate
     rows = []
     for size in args.sizes:

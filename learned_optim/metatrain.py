@@ -83,14 +83,11 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--net-scale-input``) that the file's rule lacks:
     the rule is then widened, its first cell given a zero input weight for each added input, so that meta-training
     starts at exactly the file's update function (see ``widen``); or it may feed the rule's per-tensor inputs at
-    another ``--tensor-input-scale``, and their weights are rescaled to the same end (``rescale_tensor_inputs``). The
+    another ``--tensor-input-scale``, and ``widen`` rescales their weights to the same end. The
     returned weights keep the file's name and sha256 (the card names the bytes read)."""
     rule = load_weights(config.init_from)
-    if rule.config != config.net and _adds_tensor_inputs(rule.config, config.net):
+    if _adds_tensor_inputs(rule.config, config.net):
         rule = dataclasses.replace(rule, config=config.net, theta=widen(rule.theta, rule.config, config.net))
-    elif (rule.config != config.net and rule.config.tensor_inputs
-          and dataclasses.replace(rule.config, tensor_input_scale=config.net.tensor_input_scale) == config.net):
-        rule = dataclasses.replace(rule, config=config.net, theta=rescale_tensor_inputs(rule.theta, rule.config, config.net))
     if rule.config != config.net:
         ours, theirs = dataclasses.asdict(config.net), dataclasses.asdict(rule.config)  # every field, defaults too
         differ = sorted(k for k, v in ours.items() if theirs[k] != v)
@@ -105,37 +102,28 @@ TENSOR_INPUT_FLAGS = ("tensor_rms_input", "net_scale_input")  # nets.NetConfig's
 
 
 def _adds_tensor_inputs(source: NetConfig, target: NetConfig) -> bool:
-    """Whether ``target`` is ``source`` with one or more per-tensor inputs switched on (and nothing else changed)."""
-    plain = {name: False for name in TENSOR_INPUT_FLAGS}
-    return (dataclasses.replace(source, **plain) == dataclasses.replace(target, **plain)
+    """Whether ``target`` is ``source`` with per-tensor inputs switched on and / or fed at another
+    ``tensor_input_scale``, nothing else changed (and differing at all)."""
+    plain = {**{name: False for name in TENSOR_INPUT_FLAGS}, "tensor_input_scale": 0.0}
+    return (source != target and dataclasses.replace(source, **plain) == dataclasses.replace(target, **plain)
             and all(getattr(target, name) for name in TENSOR_INPUT_FLAGS if getattr(source, name)))
 
 
-def rescale_tensor_inputs(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) -> dict[str, torch.Tensor]:
-    """``theta`` of a rule with per-tensor inputs at ``source``'s tensor_input_scale, as the same update function at
-    ``target``'s: each input is the log ratio / the config's divisor, so its weights are multiplied by
-    target divisor / source divisor."""
-    if dataclasses.replace(source, tensor_input_scale=target.tensor_input_scale) != target:
-        raise ValueError("rescale_tensor_inputs: the target must be the source at another tensor_input_scale")
-    w = theta["cells.0.w_ih"].clone()
-    k = source.tensor_inputs
-    w[:, w.shape[1] - k:] *= target.tensor_input_divisor / source.tensor_input_divisor
-    return {**theta, "cells.0.w_ih": w}
-
-
 def widen(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) -> dict[str, torch.Tensor]:
-    """``theta`` of a rule with ``source``'s inputs, as a rule with ``target``'s: per-tensor inputs that ``target``
-    adds get an all-zero column of the first cell's input weights, so the widened rule computes the same update
-    (the added inputs are multiplied by zero). The per-tensor inputs follow the gradient features, in
-    ``TENSOR_INPUT_FLAGS`` order (features.py)."""
+    """``theta`` of a rule with ``source``'s per-tensor inputs, as the same update function with ``target``'s:
+    inputs that ``target`` adds get an all-zero column of the first cell's input weights (multiplied by zero, they
+    change nothing), and the inputs both have are rescaled from ``source``'s tensor_input_scale to ``target``'s (each
+    is the log ratio / the config's divisor, so its weights are multiplied by target divisor / source divisor). The
+    per-tensor inputs follow the gradient features, in ``TENSOR_INPUT_FLAGS`` order (features.py)."""
     if not _adds_tensor_inputs(source, target):
-        raise ValueError("widen: the target must be the source with per-tensor inputs added, nothing else changed")
+        raise ValueError("widen: the target must be the source with per-tensor inputs added or rescaled, nothing "
+                         "else changed")
     w = theta["cells.0.w_ih"]
-    base = w.shape[1] - source.tensor_inputs
+    base, factor = w.shape[1] - source.tensor_inputs, target.tensor_input_divisor / source.tensor_input_divisor
     columns, taken = [w[:, :base]], base
     for name in TENSOR_INPUT_FLAGS:
         if getattr(source, name):
-            columns.append(w[:, taken: taken + 1])
+            columns.append(w[:, taken: taken + 1] * factor)
             taken += 1
         elif getattr(target, name):
             columns.append(torch.zeros_like(w[:, :1]))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, needs_mnist
+from conftest import REPO, needs_mnist, run_steps, small_model
 from learned_optim import LearnedOptimizer, load_weights, nets
 from learned_optim.baselines import train as train_with
 from learned_optim.features import preprocess
@@ -217,22 +217,11 @@ def test_init_from_may_add_per_tensor_inputs_at_zero_weight(tmp_path):
     w, w0 = theta["cells.0.w_ih"], source.theta["cells.0.w_ih"]
     assert w.shape == (w0.shape[0], w0.shape[1] + 2) and torch.equal(w[:, :-2], w0) and not w[:, -2:].any()
     assert all(torch.equal(v, source.theta[k]) for k, v in theta.items() if k != "cells.0.w_ih")
-    # the same updates on a model whose tensors differ in scale (where the added inputs are not constant)
     widened = load_weights(metatrain(start, tmp_path / "wide.safetensors", log=lambda m: None))
     assert widened.config == both and widened.card["init_from_sha256"] == source.sha256
-    runs = []
-    for weights in (source.name, str(tmp_path / "wide.safetensors")):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 1))
-        with torch.no_grad():
-            model[2].weight.mul_(30)
-        opt = LearnedOptimizer(model.parameters(), weights=weights, lr=0.1)
-        x = torch.randn(16, 5)
-        for _ in range(5):
-            opt.zero_grad()
-            model(x).pow(2).mean().backward()
-            opt.step()
-        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    # the same steps on a model whose tensors' gradients differ in scale (so the added inputs are not constant)
+    runs = [torch.cat([p.flatten() for p in run_steps(model, LearnedOptimizer(model.parameters(), weights=w, lr=0.1), 5)])
+            for w, model in ((source.name, small_model(3)), (str(tmp_path / "wide.safetensors"), small_model(3)))]
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-7)
     # one added input onto a rule that has the other: the new column goes to its place in the order
     net_only = dataclasses.replace(source.config, net_scale_input=True)
