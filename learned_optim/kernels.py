@@ -5,8 +5,9 @@
   gates, the cell update and their gradients in one fused pass each; about 1.5×
   faster for a forward+backward step of the 2×20 LSTM on 16k coordinates.
 - ``lstm_rule_step`` (csrc/rule_step.cpp), for LearnedOptimizer: the whole step of an
-  LSTM rule (features, every layer, readout) one coordinate at a time with its gates
-  in vector registers, the state updated in place, and (``param=``) the parameter too.
+  LSTM rule (features, every layer, readout) a few coordinates at a time with their gates
+  in vector registers (16-lane where the CPU has AVX-512, else 8: ``rule_step_block``),
+  the state updated in place, and (``param=``) the parameter too.
   No autograd; no memory beyond the update vector, none at all when it writes the
   parameter. ``tensor_scale``: grad_norm="tensor"'s RMS in two passes without temporaries.
   See ``benchmarks/step_cost.py`` for what they buy.
@@ -174,44 +175,55 @@ def rule_step_supports(config) -> bool:
     return config.cell == "lstm" and config.hidden_size <= 32 and config.num_layers <= 4
 
 
-def _packed_columns(hidden: int) -> torch.Tensor:
+def rule_step_block() -> int:
+    """Units per block of the C++ step's weight layout, and the lanes it computes on: 16 where it was built for
+    a CPU with AVX-512, else 8 (also where it cannot be built). Builds the kernel on first call."""
+    module = _build("rule_step")
+    return int(module.vector_lanes()) if module is not None else 8
+
+
+def _packed_columns(hidden: int, block: int = 8) -> torch.Tensor:
     """Column of rule_step.cpp's layout for gate q, unit j (a (4, H) index): units in blocks of
-    8 with columns [i f g o] x 8, and a last block of 4 units as [i f g o] x 4."""
+    ``block`` with columns [i f g o] x block, and a last block of the R units left over (H rounded
+    up to 4, modulo block) as [i f g o] x R."""
     padded = -(-hidden // 4) * 4
     unit = torch.arange(hidden)
-    block, lane = unit // 8, unit % 8
-    width = torch.where(8 * block + 8 <= padded, 8, 4)
-    return 32 * block + width * torch.arange(4).unsqueeze(1) + lane
+    first, lane = unit // block, unit % block
+    width = torch.clamp(padded - block * first, max=block)
+    return 4 * block * first + width * torch.arange(4).unsqueeze(1) + lane
 
 
-def pack_lstm(theta, config) -> list[torch.Tensor]:
+def pack_lstm(theta, config, block: int | None = None) -> list[torch.Tensor]:
     """The LSTM weights in rule_step.cpp's layout: per layer a (nin + H + 1, 4 Hp) float32 tensor, Hp = H rounded up to 4.
 
-    Row r holds input r of [x, h, 1]; the columns are the gates of the units (see ``_packed_columns``),
-    the i, f and o gates' weights halved (the kernel computes sigmoid(z) as (1 + tanh(z / 2)) / 2),
-    the g gate's as they are, padding columns zero.
+    Row r holds input r of [x, h, 1]; the columns are the gates of the units in blocks of ``block``
+    (default ``rule_step_block()``; see ``_packed_columns``), the i, f and o gates' weights halved (the
+    kernel computes sigmoid(z) as (1 + tanh(z / 2)) / 2), the g gate's as they are, padding columns zero.
+    ``lstm_rule_step`` must be given the same ``block``.
     """
+    block = rule_step_block() if block is None else block
     packed = []
     for layer in range(config.num_layers):
         prefix = f"cells.{layer}."
         full = torch.cat([theta[prefix + "w_ih"], theta[prefix + "w_hh"], theta[prefix + "b"].unsqueeze(1)], dim=1)
-        packed.append(_packed_rows(full, config.hidden_size))
+        packed.append(_packed_rows(full, config.hidden_size, block))
     return packed
 
 
-def _packed_rows(gate_major: torch.Tensor, hidden: int) -> torch.Tensor:
+def _packed_rows(gate_major: torch.Tensor, hidden: int, block: int) -> torch.Tensor:
     """(4 H, K) weights, rows gate-major as torch's LSTM keeps them, as K packed rows (K, 4 Hp) of rule_step.cpp's
     layout (see ``pack_lstm``): the i, f and o gates halved, padding columns zero."""
     scale = torch.tensor([0.5, 0.5, 1.0, 0.5]).repeat_interleave(hidden).unsqueeze(1)
     out = torch.zeros(gate_major.shape[1], 4 * (-(-hidden // 4) * 4))
-    out[:, _packed_columns(hidden).reshape(-1)] = (gate_major.detach().to(device="cpu", dtype=torch.float32) * scale).t()
+    out[:, _packed_columns(hidden, block).reshape(-1)] = (gate_major.detach().to(device="cpu", dtype=torch.float32) * scale).t()
     return out.contiguous()
 
 
-def pack_bias_shift(column: torch.Tensor, config) -> torch.Tensor:
+def pack_bias_shift(column: torch.Tensor, config, block: int | None = None) -> torch.Tensor:
     """A (4 H,) vector added to layer 0's gate biases, as the row ``pack_lstm`` makes of them (4 Hp,): adding
     ``x`` times this row to the last row of layer 0's packed weights is adding ``x * column`` to its biases."""
-    return _packed_rows(column.reshape(-1, 1), config.hidden_size)[0]
+    block = rule_step_block() if block is None else block
+    return _packed_rows(column.reshape(-1, 1), config.hidden_size, block)[0]
 
 
 def pack_readout(theta, config) -> tuple[torch.Tensor, float]:
@@ -222,14 +234,15 @@ def pack_readout(theta, config) -> tuple[torch.Tensor, float]:
 
 
 def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0, param: torch.Tensor | None = None,
-                   lr: float = 0.0, readout: "tuple[torch.Tensor, float] | None" = None) -> torch.Tensor | None:
+                   lr: float = 0.0, readout: "tuple[torch.Tensor, float] | None" = None,
+                   block: int | None = None) -> torch.Tensor | None:
     """The rule's update for a flat CPU float32 gradient; ``states`` (N, H each) are updated in place.
 
     Coordinates with a non-finite gradient get update 0 and keep their state. With ``param`` (a flat,
     contiguous float32 tensor of N values) nothing is returned: the kernel adds ``lr`` times the update
     to it in place, as ``param.add_(update, alpha=lr)`` would, without the update buffer or a second pass.
     ``readout``: ``pack_readout(theta, config)``, made once by a caller that steps many tensors (else made here).
-    Requires ``cpp_available("rule_step")`` and ``rule_step_supports(config)``.
+    ``block``: the layout ``packed`` was made with (``pack_lstm``'s; default ``rule_step_block()``). Requires ``cpp_available("rule_step")`` and ``rule_step_supports(config)``.
     """
     into_param = param is not None
     if into_param:
@@ -242,6 +255,7 @@ def lstm_rule_step(grad, states, packed, theta, config, sign: float = 1.0, param
     _modules["rule_step"].lstm_rule_step(
         grad, float(sign), list(states), packed, config.preprocess, float(config.p), readout_w,
         readout_b, float(config.output_scale), out, into_param, float(lr),
+        rule_step_block() if block is None else int(block),
     )
     return None if into_param else out
 

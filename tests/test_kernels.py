@@ -209,25 +209,90 @@ def test_optimizer_uses_the_kernel_and_falls_back_without_it(rule, monkeypatch):
     assert max(float((a - b).abs().max()) for a, b in zip(with_kernel, without)) > 0  # two different computations
 
 
-@given(hidden=st.integers(1, 32))
-def test_packed_layout_puts_each_gate_of_each_unit_in_its_own_column(hidden):
-    """Units in blocks of 8 ([i f g o] x 8 columns), a last block of 4 ([i f g o] x 4): every
-    (gate, unit) gets a distinct column inside 4 Hp, and a block's gates sit one vector width apart."""
-    columns = kernels._packed_columns(hidden)
+@given(hidden=st.integers(1, 32), block=st.sampled_from([8, 16]))
+def test_packed_layout_puts_each_gate_of_each_unit_in_its_own_column(hidden, block):
+    """Units in blocks of `block` ([i f g o] x block columns), a last block of the R units left over
+    ([i f g o] x R): every (gate, unit) gets a distinct column inside 4 Hp, and a block's gates sit one
+    block width apart."""
+    columns = kernels._packed_columns(hidden, block)
     padded = -(-hidden // 4) * 4
     assert columns.shape == (4, hidden)
     assert len(set(columns.reshape(-1).tolist())) == 4 * hidden
     assert int(columns.min()) >= 0 and int(columns.max()) < 4 * padded
     width = columns[1] - columns[0]
     assert torch.equal(columns[2] - columns[1], width) and torch.equal(columns[3] - columns[2], width)
-    assert set(width.tolist()) <= {4, 8}
-    assert all(w == 8 for u, w in enumerate(width.tolist()) if u < 8 * (padded // 8))
+    full = block * (padded // block)
+    assert all(w == block for u, w in enumerate(width.tolist()) if u < full)
+    assert all(w == padded - full for u, w in enumerate(width.tolist()) if u >= full)
+    # the rows are whole vectors of `block` floats, and the last block's gates too (the kernel's loads)
+    assert (4 * padded) % block == 0 and (4 * (padded - full)) % block == 0
+
+
+def test_block_8_layout_is_the_original_one():
+    """Blocks of 8 units and a last one of 4, as the kernel's layout was before blocks of 16 (pinned values)."""
+    assert kernels._packed_columns(20, 8)[:, [0, 7, 8, 15, 16, 19]].tolist() == [
+        [0, 7, 32, 39, 64, 67], [8, 15, 40, 47, 68, 71], [16, 23, 48, 55, 72, 75], [24, 31, 56, 63, 76, 79]]
+    assert kernels._packed_columns(20, 16)[:, [0, 15, 16, 19]].tolist() == [
+        [0, 15, 64, 67], [16, 31, 68, 71], [32, 47, 72, 75], [48, 63, 76, 79]]
+
+
+@given(
+    hidden=st.integers(1, 32),
+    layers=st.integers(1, 4),
+    pre=st.sampled_from(["log_sign", "none"]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    seed=st.integers(0, 2**16),
+    n=st.integers(1, 70),
+)
+def test_blocks_of_8_and_16_give_the_same_bits(hidden, layers, pre, dtype, seed, n):
+    """The 16-lane path (AVX-512) and the 8-lane one compute every coordinate with the same operations in the
+    same order: the same update and state bits, for any hidden size (so any last block), depth, state dtype and
+    count of coordinates (so any last pass of fewer coordinates than a pass holds)."""
+    if kernels.rule_step_block() != 16:
+        pytest.skip("this CPU has no AVX-512: the kernel has only its 8-lane path")
+    config = NetConfig(num_layers=layers, hidden_size=hidden, preprocess=pre, p=6.0, output_scale=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    theta = nets.init_theta(config, gen)
+    state = [(torch.randn(n, hidden, generator=gen) * 2).to(dtype) for _ in config.state_names]
+    grad = gradients(n, gen)
+    results = []
+    for block in (8, 16):
+        packed = kernels.pack_lstm(theta, config, block=block)
+        s = [t.clone() for t in state]
+        results.append((kernels.lstm_rule_step(grad, s, packed, theta, config, block=block), s))
+    (u8, s8), (u16, s16) = results
+    assert torch.equal(u8, u16)
+    assert all(torch.equal(a, b) for a, b in zip(s8, s16))
+
+
+@given(seed=st.integers(0, 2**16), n=st.integers(2, 40), data=st.data())
+def test_each_coordinate_gets_the_same_bits_whatever_its_neighbours(rule, seed, n, data):
+    """The kernel runs a few coordinates per pass over the weights (and a short last pass): any subset of the
+    coordinates, stepped alone, gets the bits it gets among all of them."""
+    config = rule.config
+    gen = torch.Generator().manual_seed(seed)
+    theta, packed = random_rule(config, gen)
+    state = [torch.randn(n, config.hidden_size, generator=gen) for _ in config.state_names]
+    grad = gradients(n, gen)
+    keep = torch.tensor(sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1))))
+    update, new_state = run_kernel(grad, state, theta, packed, config)
+    sub_update, sub_state = run_kernel(grad[keep].contiguous(), [s[keep].contiguous() for s in state], theta, packed,
+                                       config)
+    assert torch.equal(sub_update, update[keep])
+    assert all(torch.equal(a, b[keep]) for a, b in zip(sub_state, new_state))
+
+
+def test_kernel_refuses_a_block_this_build_lacks(rule):
+    theta, packed = random_rule(rule.config, torch.Generator().manual_seed(0))
+    state = [torch.zeros(4, rule.config.hidden_size) for _ in rule.config.state_names]
+    with pytest.raises(RuntimeError, match="block"):
+        kernels.lstm_rule_step(torch.ones(4), state, packed, theta, rule.config, block=12)
 
 
 def test_packed_weights_halve_the_sigmoid_gates_and_leave_padding_zero(rule):
     config = rule.config
     packed = kernels.pack_lstm(rule.theta, config)
-    hidden, columns = config.hidden_size, kernels._packed_columns(config.hidden_size)
+    hidden, columns = config.hidden_size, kernels._packed_columns(config.hidden_size, kernels.rule_step_block())
     padding = torch.ones(packed[0].shape[1], dtype=torch.bool)
     padding[columns.reshape(-1)] = False
     for layer, block in enumerate(packed):

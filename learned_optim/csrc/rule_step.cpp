@@ -1,6 +1,6 @@
-// The LearnedOptimizer's step for an LSTM rule, one coordinate at a time (CPU, float32).
+// The LearnedOptimizer's step for an LSTM rule, coordinate by coordinate (CPU, float32).
 //
-// For every coordinate n (independently, so any split over threads gives the same bits):
+// For every coordinate n (independently, so any split over threads or passes gives the same bits):
 //   x = features(g_n)                           log_sign: (log|g|/p, sign g) or (-1, e^p g); none: g
 //   for each layer:  t = tanh([x, h, 1] W'^T)    one matmul-vector product and one tanh for all
 //                    s = (1 + t) / 2             four gates: the i, f, o columns of W' hold half
@@ -12,13 +12,16 @@
 // gradient is not finite gets update 0 and keeps its state (the optimizer's "skip" policy).
 //
 // Why it is fast: the pytorch version streams (N, 4H) gate tensors through memory a dozen times
-// per layer; here one coordinate's gates live in registers. The weights are packed (by
+// per layer; here a coordinate's gates live in registers. The weights are packed (by
 // kernels.pack_lstm) column-major, [x, h, 1] rows by 4 Hp columns (Hp = H rounded up to 4): the
-// units in blocks of 8, each block's columns the gates [i f g o] x 8 units, and a last block of
-// 4 units as [i f g o] x 4. A coordinate's gates are then NV = Hp / 2 vectors of 8 floats (10 for
-// H = 20): the product is (rows) broadcasts times NV fused multiply-adds, the tanh and the cell
-// update run on whole vectors, and only the up-to-3 units that round H up to 4 are padding (zero
-// weights; their c stays 0 and h 0, and they are never read back into a product or the readout).
+// units in blocks of B (16 where the CPU has AVX-512, else 8), each block's columns the gates
+// [i f g o] x B units, and a last block of the units left over as [i f g o] x R. A coordinate's
+// gates are then 4 Hp / B vectors of B floats (5 of 16 for H = 20): the product is (rows)
+// broadcasts times that many fused multiply-adds, done for a few coordinates at once so that each
+// weight vector is loaded once for all of them and their accumulators are independent chains; the
+// tanh and the cell update run on whole vectors, and only the up-to-3 units that round H up to 4
+// are padding (zero weights; their c stays 0 and h 0, and they are never read back into a product
+// or the readout). B = 8 and B = 16 give the same bits (tests/test_kernels.py).
 //
 // Built without -ffast-math on purpose: the non-finite test must not be optimized away.
 
@@ -29,6 +32,8 @@
 #include <algorithm>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #ifdef __AVX__
@@ -38,51 +43,124 @@
 namespace {
 
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
-// x in all 8 lanes, as one broadcast (not "v8{} + x": without -ffast-math that is a real addition of +0
+// The widest vector the build's CPU has: 16 floats with AVX-512, else 8 (the gate products and the
+// cell update run on these, the readout on 8 lanes). Vector registers: 32 with AVX-512 (zmm, and ymm
+// under AVX-512VL), else 16.
+#ifdef __AVX512F__
+constexpr int kWidestLanes = 16;
+constexpr int kVectorRegisters = 32;
+#else
+constexpr int kWidestLanes = 8;
+constexpr int kVectorRegisters = 16;
+#endif
+
+template <int L>
+struct Lanes;
+template <>
+struct Lanes<8> {
+  typedef v8 type;
+};
+template <>
+struct Lanes<16> {
+  typedef v16 type;
+};
+
+// x in every lane, as one broadcast (not "V{} + x": without -ffast-math that is a real addition of +0
 // per use, one more operation in every row of the gate products).
-inline v8 splat(float x) { return v8{x, x, x, x, x, x, x, x}; }
+template <typename V>
+inline V splat(float x);
+template <>
+inline v8 splat<v8>(float x) { return v8{x, x, x, x, x, x, x, x}; }
+template <>
+inline v16 splat<v16>(float x) { return v16{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 
-inline v8 load(const float* p) { return *reinterpret_cast<const v8*>(p); }
+// Unaligned vector loads and stores, through memcpy: a vector type's alignment attribute does not survive
+// being a template argument (V here is the naturally aligned type), so a pointer cast would claim an
+// alignment that rows of the state buffers do not have.
+template <typename V = v8>
+inline V load(const float* p) {
+  V r;
+  std::memcpy(&r, p, sizeof(V));
+  return r;
+}
 
-inline void store(float* p, v8 x) { *reinterpret_cast<v8*>(p) = x; }
+template <typename V>
+inline void store(float* p, V x) { std::memcpy(p, &x, sizeof(V)); }
 
-// 1 / d: on AVX, the 12-bit hardware reciprocal and one Newton step (about 2 ulp; a division
-// costs several times more); elsewhere a division.
+// bit copies between the vector-extension types (alignment 4, so that they load from anywhere) and the
+// intrinsics' types (aligned to their size): a reference cast between them can make an aligned access to a
+// spilled vector that is not aligned. These compile to nothing.
+template <typename To, typename From>
+inline To bits_as(const From& x) {
+  static_assert(sizeof(To) == sizeof(From), "same size");
+  To r;
+  std::memcpy(&r, &x, sizeof(r));
+  return r;
+}
+
+// 1 / d: the hardware reciprocal estimate and one Newton step; elsewhere a division. On AVX-512
+// both widths take the 14-bit estimate (rcp14), so 8 and 16 lanes give the same bits; on AVX the
+// 12-bit one (about 2 ulp after the step; a division costs several times more).
 inline v8 reciprocal(v8 d) {
-#ifdef __AVX__
-  v8 r;
-  const __m256 approx = _mm256_rcp_ps(reinterpret_cast<__m256&>(d));
-  std::memcpy(&r, &approx, sizeof(r));
+#if defined(__AVX512VL__)
+  const v8 r = bits_as<v8>(_mm256_rcp14_ps(bits_as<__m256>(d)));
+  return r * (2.0f - d * r);
+#elif defined(__AVX__)
+  const v8 r = bits_as<v8>(_mm256_rcp_ps(bits_as<__m256>(d)));
   return r * (2.0f - d * r);
 #else
   return 1.0f / d;
 #endif
 }
 
-// tanh on 8 lanes: x P(x^2) / Q(x^2), P and Q cubic (degrees (7, 6) in x), on [-7, 7], and
+inline v16 reciprocal(v16 d) {
+#ifdef __AVX512F__
+  const v16 r = bits_as<v16>(_mm512_rcp14_ps(bits_as<__m512>(d)));
+  return r * (2.0f - d * r);
+#else
+  return 1.0f / d;
+#endif
+}
+
+// x limited to [-k, k] (a NaN stays NaN-free as _mm*_max_ps/_mm*_min_ps make it)
+inline v8 clamp(v8 x, float k) {
+#ifdef __AVX__
+  x = bits_as<v8>(_mm256_min_ps(_mm256_max_ps(bits_as<__m256>(x), _mm256_set1_ps(-k)), _mm256_set1_ps(k)));
+#else
+  x = x < -k ? splat<v8>(-k) : x;
+  x = x > k ? splat<v8>(k) : x;
+#endif
+  return x;
+}
+
+inline v16 clamp(v16 x, float k) {
+#ifdef __AVX512F__
+  x = bits_as<v16>(_mm512_min_ps(_mm512_max_ps(bits_as<__m512>(x), _mm512_set1_ps(-k)), _mm512_set1_ps(k)));
+#else
+  x = x < -k ? splat<v16>(-k) : x;
+  x = x > k ? splat<v16>(k) : x;
+#endif
+  return x;
+}
+
+// tanh lane by lane: x P(x^2) / Q(x^2), P and Q cubic (degrees (7, 6) in x), on [-7, 7], and
 // +-tanh(7) = +-(1 - 1.7e-6) beyond; absolute error at most 1.2e-6 in float32, never above 1 in
 // magnitude. The coefficients are a weighted least-squares fit of ours, reweighted towards the
 // minimax error (benchmarks/results/step_cost_tanh/fit_tanh.py). Against the degree (13, 6) fit that
 // Eigen uses (3e-7) it saves three of the fourteen operations of each tanh: 3-6% of the step
 // (step_cost_tanh/ab.out); the rule's state keeps to 3 significant digits in bfloat16 without a
 // measurable cost (benchmarks/results/state_precision*). No exp, no range reduction.
-inline v8 vtanh(v8 x) {
-  constexpr float kClamp = 7.0f;
-#ifdef __AVX__
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(reinterpret_cast<__m256&>(x), _mm256_set1_ps(-kClamp)), _mm256_set1_ps(kClamp));
-  std::memcpy(&x, &xc, sizeof(x));
-#else
-  x = x < -kClamp ? splat(-kClamp) : x;
-  x = x > kClamp ? splat(kClamp) : x;
-#endif
-  const v8 x2 = x * x;
-  v8 p = splat(3.93072014048812e-06f);
+template <typename V>
+inline V vtanh(V x) {
+  x = clamp(x, 7.0f);
+  const V x2 = x * x;
+  V p = splat<V>(3.93072014048812e-06f);
   p = p * x2 + 2.2771405056118965e-03f;
   p = p * x2 + 0.12302353978157043f;
   p = p * x2 + 0.9999957084655762f;
-  v8 q = splat(1.4236722199711949e-04f);
+  V q = splat<V>(1.4236722199711949e-04f);
   q = q * x2 + 2.1072890609502792e-02f;
   q = q * x2 + 0.45634204149246216f;
   q = q * x2 + 1.0f;
@@ -144,106 +222,202 @@ struct Row<c10::Half> {
   }
 };
 
-// One LSTM layer for one coordinate, in place on its h and c (H floats each; lanes past H stay
-// 0). in: the layer's nin inputs (must not alias h); W: packed (nin + H + 1 rows of 8 NV floats),
-// units in blocks of 8 with columns [i f g o] x 8, a last block of 4 units as [i f g o] x 4.
-// The i, f, o columns hold half the weights: sigmoid(z) = (1 + tanh(z / 2)) / 2.
-template <int NV>
-inline void lstm_layer(const float* in, int nin, float* h, float* c, int H, const float* W) {
-  constexpr int FB = NV / 4;  // full blocks of 8 units
-  v8 acc[NV];
+// Gate Q (0..3 for i f g o) of a last block of R units, whose gates fill NT = 4R / B vectors as [i f g o] x R:
+// its R values, which start at lane Q R of the concatenated vectors, in lanes 0..R-1 of one vector (one
+// two-source shuffle; the lanes past R repeat lane 0's value, a finite gate). Going through memory instead
+// (store the vectors, load at an offset) costs a failed store-to-load forwarding per gate: about a quarter of
+// the step's time for H = 20.
+template <typename VI, int B, int R, int Q, size_t... U>
+constexpr VI gate_mask(std::index_sequence<U...>) {
+  return VI{static_cast<int32_t>(U < static_cast<size_t>(R) ? Q * R % B + static_cast<int>(U) : Q * R % B)...};
+}
+
+template <typename V, int B, int R, int Q, int NT>
+inline V gate_lanes(const V (&tail)[NT]) {
+  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+  constexpr int first = Q * R / B, second = first + 1 < NT ? first + 1 : first;
+  return __builtin_shuffle(tail[first], tail[second], gate_mask<VI, B, R, Q>(std::make_index_sequence<B>{}));
+}
+
+// One LSTM layer for CO coordinates at once, in place on each one's h and c (H floats each; lanes
+// past H stay 0). in[j]: coordinate j's nin inputs (must not alias its h); W: packed in blocks of
+// B units (kernels.pack_lstm(block=B)): nin + H + 1 rows of 4 Hp = 8 NV floats, a block's columns
+// [i f g o] x B, a last block of the R = Hp mod B units left as [i f g o] x R. The i, f, o columns
+// hold half the weights: sigmoid(z) = (1 + tanh(z / 2)) / 2.
+// The gate products run on vectors of B lanes (a row is 8 NV / B of them: 4 R is a multiple of B
+// for B = 8 and 16), each weight vector loaded once for the CO coordinates, whose CO x (8 NV / B)
+// accumulators are independent chains of fused multiply-adds; a full block's four gates are then
+// four of these vectors, and its cell update runs on them in registers. Every gate of every
+// coordinate sees the same operations in the same order whatever B and CO are.
+template <int NV, int B, int CO>
+inline void lstm_layer(const float* const* in, int nin, float* const* h, float* const* c, int H, const float* W) {
+  typedef typename Lanes<B>::type V;
+  constexpr int HP = 2 * NV;      // units, padded to a multiple of 4
+  constexpr int NW = 8 * NV / B;  // vectors of B gates in a row
+  constexpr int FB = HP / B;      // full blocks of B units
+  constexpr int R = HP - B * FB;  // units in the last block
+  static_assert((8 * NV) % B == 0 && (4 * R) % B == 0, "a packed row is a whole number of vectors");
+  V acc[CO][NW];
   const float* bias = W + (nin + H) * 8 * NV;
 #pragma GCC unroll 16
-  for (int v = 0; v < NV; ++v) acc[v] = load(bias + 8 * v);
-  for (int k = 0; k < nin; ++k) {
-    const v8 b = splat(in[k]);
-    const float* row = W + k * 8 * NV;
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[v] += b * load(row + 8 * v);
-  }
-  for (int k = 0; k < H; ++k) {
-    const v8 b = splat(h[k]);
-    const float* row = W + (nin + k) * 8 * NV;
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[v] += b * load(row + 8 * v);
-  }
-  alignas(32) float t[8 * NV + 8];
-#pragma GCC unroll 16
-  for (int v = 0; v < NV; ++v) store(t + 8 * v, vtanh(acc[v]));
+  for (int v = 0; v < NW; ++v) {
+    const V b = load<V>(bias + B * v);
 #pragma GCC unroll 4
-  for (int b = 0; b < FB; ++b) {
-    const float* tb = t + 32 * b;
-    const v8 si = 0.5f + 0.5f * load(tb), sf = 0.5f + 0.5f * load(tb + 8), so = 0.5f + 0.5f * load(tb + 24);
-    const v8 cn = sf * load(c + 8 * b) + si * load(tb + 16);
-    store(c + 8 * b, cn);
-    store(h + 8 * b, so * vtanh(cn));
+    for (int j = 0; j < CO; ++j) acc[j][v] = b;
   }
-  if constexpr (NV % 4 == 2) {  // the last 4 units: 8-lane arithmetic, the low 4 lanes kept
-    const float* tb = t + 32 * FB;
-    const v8 si = 0.5f + 0.5f * load(tb), sf = 0.5f + 0.5f * load(tb + 4), so = 0.5f + 0.5f * load(tb + 12);
-    const v8 cn = sf * load(c + 8 * FB) + si * load(tb + 8);
-    const v8 hn = so * vtanh(cn);
-    std::memcpy(c + 8 * FB, &cn, 4 * sizeof(float));
-    std::memcpy(h + 8 * FB, &hn, 4 * sizeof(float));
+  // rows [first, first + count) of W times src[j][0 .. count) into every coordinate's accumulators
+  auto rows = [&](const float* const* src, int first, int count) __attribute__((always_inline)) {
+    for (int k = 0; k < count; ++k) {
+      V b[CO];
+#pragma GCC unroll 4
+      for (int j = 0; j < CO; ++j) b[j] = splat<V>(src[j][k]);
+      const float* row = W + (first + k) * 8 * NV;
+#pragma GCC unroll 16
+      for (int v = 0; v < NW; ++v) {
+        const V w = load<V>(row + B * v);
+#pragma GCC unroll 4
+        for (int j = 0; j < CO; ++j) acc[j][v] += b[j] * w;
+      }
+    }
+  };
+  rows(in, 0, nin);
+  rows(h, nin, H);
+#pragma GCC unroll 4
+  for (int j = 0; j < CO; ++j) {
+#pragma GCC unroll 2
+    for (int b = 0; b < FB; ++b) {
+      const V si = 0.5f + 0.5f * vtanh(acc[j][4 * b]), sf = 0.5f + 0.5f * vtanh(acc[j][4 * b + 1]);
+      const V tg = vtanh(acc[j][4 * b + 2]), so = 0.5f + 0.5f * vtanh(acc[j][4 * b + 3]);
+      const V cn = sf * load<V>(c[j] + B * b) + si * tg;
+      store(c[j] + B * b, cn);
+      store(h[j] + B * b, so * vtanh(cn));
+    }
+    if constexpr (R > 0) {  // the last R units: each gate's R lanes moved to lanes 0..R-1 in registers, R kept
+      constexpr int NT = 4 * R / B;  // vectors of the last block's gates, [i f g o] x R
+      V tail[NT];
+#pragma GCC unroll 4
+      for (int v = 0; v < NT; ++v) tail[v] = vtanh(acc[j][4 * FB + v]);
+      const V si = 0.5f + 0.5f * gate_lanes<V, B, R, 0>(tail), sf = 0.5f + 0.5f * gate_lanes<V, B, R, 1>(tail);
+      const V tg = gate_lanes<V, B, R, 2>(tail), so = 0.5f + 0.5f * gate_lanes<V, B, R, 3>(tail);
+      const V cn = sf * load<V>(c[j] + B * FB) + si * tg;
+      const V hn = so * vtanh(cn);
+      std::memcpy(c[j] + B * FB, &cn, R * sizeof(float));
+      std::memcpy(h[j] + B * FB, &hn, R * sizeof(float));
+    }
   }
 }
 
 constexpr int kMaxLayers = 4;
 
-template <int NV, typename T>
+// How many coordinates share a pass over the weights: as many as keep their accumulators, their
+// broadcasts and a weight vector in registers (at most 4).
+template <int NV, int B>
+constexpr int coordinates_per_pass() {
+  constexpr int per = 8 * NV / B + 1;  // accumulators and a broadcast per coordinate
+  constexpr int fit = (kVectorRegisters - 2) / per;
+#ifdef LEARNED_OPTIM_COORDINATES_PER_PASS  // a build-time override, for A/B timings (step_cost_avx512/ab.py)
+  return LEARNED_OPTIM_COORDINATES_PER_PASS;
+#endif
+  return fit < 1 ? 1 : (fit > 4 ? 4 : fit);
+}
+
+template <int NV, int B, typename T>
 void run(const float* grad, float sign, int64_t n, const std::vector<T*>& state, int H,
          const std::vector<const float*>& W, int nin0, int preprocess, float p, const float* w_out,
          float b_out, float out_scale, float* update, bool into_param, float lr) {
+  constexpr int CO = coordinates_per_pass<NV, B>();
   const int layers = static_cast<int>(W.size());
   const float threshold = std::exp(-p), exp_p = std::exp(p);
+  // state rows: where H is a multiple of 4 (H = Hp = 2 NV), of a size known here, so that the copies are a few
+  // vector moves instead of calls
+  const bool whole = H == 2 * NV;
+  auto load_row = [&](const T* src, float* dst) {
+    if (whole) Row<T>::load(src, dst, 2 * NV);
+    else Row<T>::load(src, dst, H);
+  };
+  auto store_row = [&](T* dst, const float* src) {
+    if (whole) Row<T>::store(dst, src, 2 * NV);
+    else Row<T>::store(dst, src, H);
+  };
   at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
-    alignas(32) float h[kMaxLayers][40] = {};  // H <= 32 lanes used, read as whole vectors of 8
-    alignas(32) float c[kMaxLayers][40] = {};
+    // per coordinate of a pass: H <= 32 lanes used, read as whole vectors of 8
+    alignas(64) float h[CO][kMaxLayers][40] = {};
+    alignas(64) float c[CO][kMaxLayers][40] = {};
+    float x[CO][2] = {};
+    int64_t rows[CO];
+    // The layers of a pass's coordinates, then their state and output. A pass of m < CO coordinates
+    // (the last of a range) runs its other slots on copies of the first one's inputs and drops them.
+    auto pass = [&](int m) {
+      for (int j = m; j < CO; ++j) {
+        std::memcpy(x[j], x[0], sizeof(x[0]));
+        std::memcpy(h[j], h[0], sizeof(h[0]));
+        std::memcpy(c[j], c[0], sizeof(c[0]));
+      }
+      for (int l = 0; l < layers; ++l) {
+        const float* in[CO];
+        float* hp[CO];
+        float* cp[CO];
+        for (int j = 0; j < CO; ++j) {
+          in[j] = l == 0 ? x[j] : h[j][l - 1];
+          hp[j] = h[j][l];
+          cp[j] = c[j][l];
+        }
+        lstm_layer<NV, B, CO>(in, l == 0 ? nin0 : H, hp, cp, H, W[l]);
+      }
+      for (int j = 0; j < m; ++j) {
+        const int64_t r = rows[j];
+        for (int l = 0; l < layers; ++l) {
+          store_row(state[2 * l] + r * H, h[j][l]);
+          store_row(state[2 * l + 1] + r * H, c[j][l]);
+        }
+        // readout on whole vectors (w_out and h are padded to a multiple of 8 with zeros), then the 8 lanes summed
+        v8 acc = splat<v8>(0.0f);
+#pragma GCC unroll 4
+        for (int k = 0; k < H; k += 8) acc += load(w_out + k) * load(h[j][layers - 1] + k);
+        float u = b_out;
+        for (int k = 0; k < 8; ++k) u += acc[k];
+        if (!into_param) {
+          update[r] = out_scale * u;
+        } else {  // the parameter itself: p + lr * update, as torch's add_(update, alpha=lr)
+          const float step = out_scale * u;
+          update[r] = update[r] + lr * step;
+        }
+      }
+    };
+    int m = 0;
     for (int64_t r = begin; r < end; ++r) {
       const float g = sign * grad[r];
       if (!finite(g)) {
         if (!into_param) update[r] = 0.0f;  // and a parameter keeps its value
         continue;
       }
-      float x[2];
       if (preprocess == 0) {  // log_sign
-        const float m = std::fabs(g);
-        if (m >= threshold) {
-          x[0] = std::log(m) / p;
-          x[1] = g > 0.0f ? 1.0f : -1.0f;
+        const float a = std::fabs(g);
+        if (a >= threshold) {
+          x[m][0] = std::log(a) / p;
+          x[m][1] = g > 0.0f ? 1.0f : -1.0f;
         } else {
-          x[0] = -1.0f;
-          x[1] = g * exp_p;
+          x[m][0] = -1.0f;
+          x[m][1] = g * exp_p;
         }
       } else {
-        x[0] = g;
+        x[m][0] = g;
       }
       for (int l = 0; l < layers; ++l) {
-        Row<T>::load(state[2 * l] + r * H, h[l], H);
-        Row<T>::load(state[2 * l + 1] + r * H, c[l], H);
+        load_row(state[2 * l] + r * H, h[m][l]);
+        load_row(state[2 * l + 1] + r * H, c[m][l]);
       }
-      for (int l = 0; l < layers; ++l) lstm_layer<NV>(l == 0 ? x : h[l - 1], l == 0 ? nin0 : H, h[l], c[l], H, W[l]);
-      for (int l = 0; l < layers; ++l) {
-        Row<T>::store(state[2 * l] + r * H, h[l], H);
-        Row<T>::store(state[2 * l + 1] + r * H, c[l], H);
-      }
-      // readout on whole vectors (w_out and h are padded to a multiple of 8 with zeros), then the 8 lanes summed
-      v8 acc = splat(0.0f);
-#pragma GCC unroll 4
-      for (int j = 0; j < H; j += 8) acc += load(w_out + j) * load(h[layers - 1] + j);
-      float u = b_out;
-      for (int j = 0; j < 8; ++j) u += acc[j];
-      if (!into_param) {
-        update[r] = out_scale * u;
-      } else {  // the parameter itself: p + lr * update, as torch's add_(update, alpha=lr)
-        const float step = out_scale * u;
-        update[r] = update[r] + lr * step;
+      rows[m] = r;
+      if (++m == CO) {
+        pass(CO);
+        m = 0;
       }
     }
+    if (m > 0) pass(m);
   });
 }
 
-template <typename T>
+template <int B, typename T>
 void dispatch(int nv, const float* g, float sign, int64_t n, const std::vector<torch::Tensor>& states, int H,
               const std::vector<const float*>& w, int nin0, int pre, float p, const float* wo, float bo, float sc,
               float* u, bool into, float lr) {
@@ -252,7 +426,7 @@ void dispatch(int nv, const float* g, float sign, int64_t n, const std::vector<t
   switch (nv) {
 #define LEARNED_OPTIM_CASE(NV)                                    \
   case NV:                                                        \
-    run<NV, T>(g, sign, n, s, H, w, nin0, pre, p, wo, bo, sc, u, into, lr); \
+    run<NV, B, T>(g, sign, n, s, H, w, nin0, pre, p, wo, bo, sc, u, into, lr); \
     break;
     LEARNED_OPTIM_CASE(2)
     LEARNED_OPTIM_CASE(4)
@@ -280,10 +454,12 @@ void check_f32(const torch::Tensor& t, const char* what) {
 // readout_w: w_out padded with zeros to a multiple of 8; update (N,) receives the update, or with
 // into_param is the (float32, flat) parameter itself and receives param + lr * update in place (a
 // non-finite coordinate keeps its value): the step without an update buffer or a second pass.
+// block: the units per block of packed's layout (kernels.pack_lstm(block=...)) and the lanes of the
+// vectors the step runs on: vector_lanes(), or 8 on any build (the same bits; for the tests).
 void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<torch::Tensor>& states,
                     const std::vector<torch::Tensor>& packed, const std::string& preprocess, double p,
                     const torch::Tensor& readout_w, double readout_b, double output_scale, torch::Tensor& update,
-                    bool into_param, double lr) {
+                    bool into_param, double lr, int64_t block) {
   check_f32(grad, "grad");
   check_f32(update, "update");
   check_f32(readout_w, "readout_w");
@@ -318,13 +494,24 @@ void lstm_rule_step(const torch::Tensor& grad, double sign, const std::vector<to
   const float sg = static_cast<float>(sign), pp = static_cast<float>(p), bo = static_cast<float>(readout_b),
               sc = static_cast<float>(output_scale), rate = static_cast<float>(lr);
   const int pre = nin0 == 2 ? 0 : 1, nv = four_hp / 8;
-  if (dtype == torch::kFloat32) {
-    dispatch<float>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
-  } else if (dtype == torch::kBFloat16) {
-    dispatch<c10::BFloat16>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
-  } else {
-    dispatch<c10::Half>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
+  TORCH_CHECK(block == 8 || block == kWidestLanes, "block: 8 or ", kWidestLanes, " units on this build, got ", block);
+  auto with_block = [&](auto block_tag) {
+    constexpr int B = decltype(block_tag)::value;
+    if (dtype == torch::kFloat32) {
+      dispatch<B, float>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
+    } else if (dtype == torch::kBFloat16) {
+      dispatch<B, c10::BFloat16>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
+    } else {
+      dispatch<B, c10::Half>(nv, g, sg, n, states, H, w, nin0, pre, pp, wo, bo, sc, u, into_param, rate);
+    }
+  };
+  if constexpr (kWidestLanes == 16) {
+    if (block == 16) {
+      with_block(std::integral_constant<int, 16>{});
+      return;
+    }
   }
+  with_block(std::integral_constant<int, 8>{});
 }
 
 // grad_norm="tensor"'s two reductions over a flat float32 gradient, without temporaries (see
@@ -378,5 +565,6 @@ double finite_scaled_square_sum(const torch::Tensor& grad, double amax) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("finite_amax_count", &finite_amax_count, "The largest finite |g| and the count of finite entries (CPU float32)");
   m.def("finite_scaled_square_sum", &finite_scaled_square_sum, "Sum of (g / amax)^2 over the finite entries (CPU float32)");
+  m.def("vector_lanes", []() { return kWidestLanes; }, "The widest float vector this build runs the gate products on (16 with AVX-512, else 8)");
   m.def("lstm_rule_step", &lstm_rule_step, "The LearnedOptimizer step of an LSTM rule, state updated in place (CPU; float32, bfloat16 or float16 state)");
 }
