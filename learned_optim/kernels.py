@@ -32,6 +32,7 @@ import torch
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _lock = threading.Lock()
 _modules: dict[str, object] = {}
+_rule_step_block: int | None = None  # rule_step_block()'s answer, once known
 _errors: dict[str, str] = {}
 # rule_step.cpp tests for non-finite gradients, which -ffast-math would let the compiler drop
 _FLAGS = {
@@ -178,8 +179,11 @@ def rule_step_supports(config) -> bool:
 def rule_step_block() -> int:
     """Units per block of the C++ step's weight layout, and the lanes it computes on: 16 where it was built for
     a CPU with AVX-512, else 8 (also where it cannot be built). Builds the kernel on first call."""
-    module = _build("rule_step")
-    return int(module.vector_lanes()) if module is not None else 8
+    global _rule_step_block
+    if _rule_step_block is None:  # asked on every step: read once
+        module = _build("rule_step")
+        _rule_step_block = int(module.vector_lanes()) if module is not None else 8
+    return _rule_step_block
 
 
 def _packed_columns(hidden: int, block: int = 8) -> torch.Tensor:
