@@ -612,6 +612,9 @@ class LearnedOptimizer(Optimizer):
         base_packed, readout, shift_rows = self._packed
         theta, config = self._theta(torch.device("cpu")), _base_config(self.config)
         chunk = self.chunk_for(torch.device("cpu"))
+        # the whole-tensor calls are prepared first and run back to back: the Python and torch work of preparing
+        # one runs several times slower right after a kernel call has streamed its state through the caches
+        whole = []
         for p, grad, state, scale, shift, lr in entries:
             packed = base_packed
             if shift is not None:
@@ -630,8 +633,7 @@ class LearnedOptimizer(Optimizer):
             target = p.view(-1)
             if target.dtype == torch.float32 and flat_grad.dtype == torch.float32 and flat_grad.is_contiguous():
                 # the kernel adds lr x update to the parameter itself: the whole tensor in one call, nothing allocated
-                kernels.lstm_rule_step(flat_grad, states, packed, theta, config, sign, param=target, lr=lr,
-                                       readout=readout)
+                whole.append((flat_grad, states, packed, sign, target, lr))
                 continue
             # otherwise in slices, which bound the memory of a float32 copy of the gradient and of the update
             fused = target.dtype == torch.float32
@@ -645,6 +647,8 @@ class LearnedOptimizer(Optimizer):
                 else:
                     update = kernels.lstm_rule_step(g, chunk_state, packed, theta, config, sign, readout=readout)
                     _add_update(target[start:end], update, lr)
+        for flat_grad, states, packed, sign, target, lr in whole:
+            kernels.lstm_rule_step(flat_grad, states, packed, theta, config, sign, param=target, lr=lr, readout=readout)
 
     def _run_chunk(self, pieces, names, maximize: bool) -> None:
         if len(pieces) == 1:
