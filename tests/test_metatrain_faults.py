@@ -81,6 +81,19 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(t
 TINY = dict(task="quadratic", epochs=4, runs_per_epoch=4, steps=20, unroll=5, val_problems=4, net=NetConfig(hidden_size=4))
 
 
+def test_a_run_removes_the_temporary_files_a_killed_run_left(tmp_path):
+    """A kill between writing a temporary file and renaming it leaves the file: the next run on that output removes
+    those of its checkpoint, weights and card, and leaves other files alone."""
+    out = tmp_path / "a.safetensors"
+    ours = [f".{name}.12345.tmp" for name in (checkpoint_path(out).name, out.name, "a.json")]
+    theirs = [".b.json.12345.tmp", ".a.json.notes", "a.json.12345.tmp"]
+    for name in ours + theirs:
+        (tmp_path / name).write_bytes(b"torn")
+    metatrain(MetaTrainConfig(**TINY), out, log=lambda m: None)
+    assert [name for name in ours if (tmp_path / name).exists()] == []
+    assert [name for name in theirs if not (tmp_path / name).exists()] == []
+
+
 def test_divergence_restores_the_state_and_lowers_the_meta_learning_rate(tmp_path):
     out = metatrain(MetaTrainConfig(**TINY, meta_lr=10.0), tmp_path / "a.safetensors", log=lambda m: None)
     card = load_weights(out).card
