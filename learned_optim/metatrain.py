@@ -49,7 +49,8 @@ from safetensors.torch import save as save_safetensors_bytes
 from . import __version__, nets
 from .features import normalize_per_tensor, relative_step_column, rule_inputs, tensor_input_columns
 from .nets import NetConfig
-from .pretrained import RuleWeights, atomic_write, card_path, header_metadata, load_weights, save_weights
+from .pretrained import (RuleWeights, atomic_write, card_path, header_metadata, load_weights,
+                         remove_stale_temporaries, save_weights)
 from .tasks import TRAIN_SEED_START, VALIDATION_SEEDS, Problem, Task, make_task
 
 CHECKPOINT_FORMAT = "learned_optim.checkpoint/1"
@@ -538,9 +539,7 @@ def metatrain(
     best_theta = {k: v.detach().clone() for k, v in theta.items()}
 
     if lead:  # a run killed while writing leaves its temporary file behind: the checkpoint's, the weights' or the card's
-        for name in (ckpt.name, out.name, card_path(out).name):
-            for stale in out.parent.glob(f".{name}.*.tmp"):
-                stale.unlink(missing_ok=True)
+        remove_stale_temporaries(ckpt, out, card_path(out))
     if ckpt.exists() and not resume:
         raise FileExistsError(f"A checkpoint of an unfinished run exists at {ckpt}: pass --resume, or delete it")
     if ckpt.exists():

@@ -196,9 +196,20 @@ def _check_theta(theta: Mapping[str, torch.Tensor], config: NetConfig, where: st
             raise ValueError(f"{where}: tensor {key} has non-finite values")
 
 
+def _temporary_name(path: Path, pid: "int | str") -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def remove_stale_temporaries(*paths: Path) -> None:
+    """Remove the temporary files that ``atomic_write`` of these paths left when its process was killed."""
+    for path in paths:
+        for stale in path.parent.glob(_temporary_name(path, "*").name):
+            stale.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write a file so that readers see the old or the new bytes, never a torn file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary_name(path, os.getpid())
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()

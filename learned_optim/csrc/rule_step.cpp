@@ -523,12 +523,6 @@ typedef uint32_t u8v __attribute__((vector_size(32), aligned(4)));
 typedef int32_t i8v __attribute__((vector_size(32), aligned(4)));
 typedef double d8v __attribute__((vector_size(64)));
 
-inline u8v load_bits8(const float* p) {
-  u8v r;
-  std::memcpy(&r, p, sizeof(r));
-  return r;
-}
-
 std::tuple<double, int64_t> finite_amax_count(const torch::Tensor& grad) {
   check_f32(grad, "grad");
   const float* g = grad.data_ptr<float>();
@@ -545,7 +539,7 @@ std::tuple<double, int64_t> finite_amax_count(const torch::Tensor& grad) {
           const int64_t stop = r + std::min<int64_t>((end - r) / 8 * 8, int64_t{1} << 30);
           u8v counted = u8v{};
           for (; r < stop; r += 8) {
-            const u8v bits = load_bits8(g + r);
+            const u8v bits = load<u8v>(g + r);
             const u8v fin = (u8v)((bits & exponent) != exponent);  // all ones where finite
             const u8v a = bits & magnitude & fin;
             top = a > top ? a : top;
@@ -581,11 +575,9 @@ double finite_scaled_square_sum(const torch::Tensor& grad, double amax) {
         d8v part = d8v{};  // eight sums: independent additions, not one long chain
         int64_t r = begin;
         for (; r + 8 <= end; r += 8) {
-          const u8v bits = load_bits8(g + r);
+          const u8v bits = load<u8v>(g + r);
           const i8v fin = (i8v)((bits & exponent) != exponent);
-          v8 x;
-          std::memcpy(&x, g + r, sizeof(x));
-          x = (v8)((i8v)x & fin);  // 0 where not finite
+          const v8 x = (v8)((i8v)load(g + r) & fin);  // 0 where not finite
           const d8v v = __builtin_convertvector(x, d8v) * inv;
           part += v * v;
         }
