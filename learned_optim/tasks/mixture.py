@@ -50,6 +50,22 @@ FAMILIES["mlp-family-deep"] = FAMILIES["mlp-family-plus"] + (
     ("mnist_mlp", {"hidden": [128, 128, 128, 128], "activation": "sigmoid", "batch_size": 128}),
 )
 
+# Mostly one-layer nets, sigmoid and ReLU (ReLU kept in the objective, unlike a single-net specialist): the family of
+# a screened partner for weight-space interpolation with the default (screen.md, session 24: fine-tuned on these, the
+# default gains on the base task and loses the grid's 5x300 before it gains enough).
+FAMILIES["mlp-shallow"] = tuple(
+    ("mnist_mlp", {"hidden": list(hidden), "activation": activation, "batch_size": batch})
+    for hidden, activation, batch in (
+        ((24,), "sigmoid", 128),
+        ((16,), "sigmoid", 128),
+        ((24,), "relu", 128),
+        ((32,), "relu", 256),
+        ((48,), "tanh", 64),
+        ((28, 28), "sigmoid", 128),
+        ((16, 16, 16), "tanh", 128),
+    )
+)
+
 
 @dataclass(frozen=True)
 class MixtureConfig:
