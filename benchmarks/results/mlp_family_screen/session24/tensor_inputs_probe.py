@@ -3,7 +3,8 @@ each tensor's gradient (before the divisor p = 10 the default applies), mean ove
 
     PYTHONPATH=. python benchmarks/results/mlp_family_screen/session24/tensor_inputs_probe.py
 """
-import math, torch
+import torch
+from learned_optim.features import log_rms_ratio, net_rms, tensor_rms
 from learned_optim.tasks import make_task, EVAL_SEEDS
 torch.set_num_threads(1)
 for hidden, act in (([20], "sigmoid"), ([20], "relu"), ([300]*5, "sigmoid")):
@@ -14,10 +15,8 @@ for hidden, act in (([20], "sigmoid"), ([20], "relu"), ([300]*5, "sigmoid")):
         p.model.zero_grad()
         loss = p.loss(0)  # the first batch
         loss.backward()
-        g = [q.grad for q in p.model.parameters()]
-        rms = [float(x.pow(2).mean().sqrt()) for x in g]
-        n = [x.numel() for x in g]
-        net = math.sqrt(sum(r * r * k for r, k in zip(rms, n)) / sum(n))
-        rows.append([math.log(r / net) for r in rms])
+        stats = [tuple(float(v) for v in tensor_rms(q.grad)) for q in p.model.parameters()]  # the optimizer's own
+        whole = net_rms(stats)
+        rows.append([log_rms_ratio(rms, whole, 1.0) for rms, _ in stats])
     mean = [sum(c) / len(c) for c in zip(*rows)]
     print(hidden[0], len(hidden), act, "log(RMS_t/RMS_net) per tensor (W1,b1,...,Wout,bout):", " ".join("%.2f" % v for v in mean))
