@@ -200,6 +200,11 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
 # values over its tensors, sqrt(sum n_t c_t^2 / sum n_t): 0 when every tensor's gradients
 # are at one scale, larger the more they differ (deeper sigmoid nets, whose first layers'
 # gradients are far below the last's). Also invariant to a common factor.
+#
+# Neither says how deep the net is in a way that is the same for a sigmoid net and its ReLU
+# twin. With ``tensor_count_input`` every coordinate also sees log(T), T the number of tensors
+# the step updates (those with a gradient): 4 for a one-hidden-layer MLP with biases, 12 for
+# a five-layer one. A structure input, not a scale: it does not change as training goes on.
 
 
 # -- a step relative to the tensor's own scale ----------------------------------------------
@@ -288,14 +293,16 @@ def net_scale_spread(ratios, counts) -> "torch.Tensor | float":
 def tensor_input_values(stats, config, whole=None) -> "list[tuple] | None":
     """The per-tensor inputs of a rule of ``config`` for tensors of ``stats`` (each tensor's (RMS, count) of its raw
     gradient): a tuple of ``config.tensor_inputs`` values per tensor (its tensor_rms_input value, then the net's
-    net_scale_input value), None for a rule with neither. ``whole``: ``net_rms(stats)`` where the caller has it."""
+    net_scale_input value, then its tensor_count_input value), None for a rule with none. ``whole``:
+    ``net_rms(stats)`` where the caller has it."""
     if not config.tensor_inputs:
         return None
     if whole is None:
         whole = net_rms(stats)
     ratios = [log_rms_ratio(rms, whole, config.tensor_input_divisor) for rms, _ in stats]
     spread = net_scale_spread(ratios, [n for _, n in stats]) if config.net_scale_input else None
-    return [(c,) * config.tensor_rms_input + (spread,) * config.net_scale_input for c in ratios]
+    count = (math.log(len(stats)),) * config.tensor_count_input
+    return [(c,) * config.tensor_rms_input + (spread,) * config.net_scale_input + count for c in ratios]
 
 
 def tensor_input_columns(flat_grad: torch.Tensor, sizes, config) -> "torch.Tensor | None":

@@ -81,7 +81,8 @@ def initial_theta(
 def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     """The weight file ``init_from`` names (a shipped name or a path), checked against the recipe's architecture.
 
-    A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--net-scale-input``) that the file's rule lacks:
+    A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--net-scale-input``, ``--tensor-count-input``)
+    that the file's rule lacks:
     the rule is then widened, its first cell given a zero input weight for each added input, so that meta-training
     starts at exactly the file's update function (see ``widen``); or it may feed the rule's per-tensor inputs at
     another ``--tensor-input-scale``, and ``widen`` rescales their weights to the same end. The
@@ -99,7 +100,8 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     return rule
 
 
-TENSOR_INPUT_FLAGS = ("tensor_rms_input", "net_scale_input")  # nets.NetConfig's per-tensor inputs, in input order
+TENSOR_INPUT_FLAGS = ("tensor_rms_input", "net_scale_input", "tensor_count_input")
+SCALED_TENSOR_INPUTS = ("tensor_rms_input", "net_scale_input")  # the log ratios tensor_input_scale applies to  # nets.NetConfig's per-tensor inputs, in input order
 
 
 def _adds_tensor_inputs(source: NetConfig, target: NetConfig) -> bool:
@@ -114,7 +116,8 @@ def widen(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) 
     """``theta`` of a rule with ``source``'s per-tensor inputs, as the same update function with ``target``'s:
     inputs that ``target`` adds get an all-zero column of the first cell's input weights (multiplied by zero, they
     change nothing), and the inputs both have are rescaled from ``source``'s tensor_input_scale to ``target``'s (each
-    is the log ratio / the config's divisor, so its weights are multiplied by target divisor / source divisor). The
+    is the log ratio / the config's divisor, so its weights are multiplied by target divisor / source divisor; the
+    tensor count is not a ratio and keeps its weights). The
     per-tensor inputs follow the gradient features, in ``TENSOR_INPUT_FLAGS`` order (features.py)."""
     if not _adds_tensor_inputs(source, target):
         raise ValueError("widen: the target must be the source with per-tensor inputs added or rescaled, nothing "
@@ -124,7 +127,7 @@ def widen(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) 
     columns, taken = [w[:, :base]], base
     for name in TENSOR_INPUT_FLAGS:
         if getattr(source, name):
-            columns.append(w[:, taken: taken + 1] * factor)
+            columns.append(w[:, taken: taken + 1] * (factor if name in SCALED_TENSOR_INPUTS else 1.0))
             taken += 1
         elif getattr(target, name):
             columns.append(torch.zeros_like(w[:, :1]))
@@ -756,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--init-from", default=defaults.init_from,
                        help="start from this weight file (a shipped name or a path) instead of a fresh init; "
                        "the network flags must match its card, except that they may add per-tensor inputs "
-                       "(--tensor-rms-input, --net-scale-input), which start at zero weight")
+                       "(--tensor-rms-input, --net-scale-input, --tensor-count-input), which start at zero weight")
     group = parser.add_argument_group("network")
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)
@@ -778,6 +781,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--net-scale-input", action="store_true",
                        help="one more input, the same for every coordinate: the count-weighted RMS over the "
                             "optimizee's tensors of log(RMS_tensor / RMS_net) / p (how unequal its scales are)")
+    group.add_argument("--tensor-count-input", action="store_true",
+                       help="one more input, the same for every coordinate: log of the number of tensors the step "
+                            "updates (how deep the optimizee is)")
     group.add_argument("--relative-step", type=float, default=net_defaults.relative_step,
                        help="b in [0, 2]: each optimizee tensor's update times (RMS of its weights / RMS of all the "
                             "optimizee's weights)^b, the ratio clamped to [0.1, 10]; 0: off")
@@ -828,6 +834,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         grad_norm_power=args.grad_norm_power,
         tensor_rms_input=args.tensor_rms_input,
         net_scale_input=args.net_scale_input,
+        tensor_count_input=args.tensor_count_input,
         tensor_input_scale=args.tensor_input_scale,
         relative_step=args.relative_step,
         grad_relative_step=args.grad_relative_step,

@@ -70,6 +70,7 @@ class NetConfig:
     grad_norm_power: float = 1.0  # under "tensor": target / (RMS_tensor^a RMS_net^(1-a)), see features.py
     tensor_rms_input: bool = False  # one more input: log(RMS_tensor / RMS_net) / p of the raw gradient, see features.py
     net_scale_input: bool = False  # one more input: how unequal the net's tensors' gradient scales are, see features.py
+    tensor_count_input: bool = False  # one more input: log of how many tensors the step updates (depth), see features.py
     tensor_input_scale: float = 0.0  # the per-tensor inputs' log ratios times this; 0: divided by p (see features.py)
     relative_step: float = 0.0  # b: each tensor's update times (RMS(weights)_tensor / RMS(weights)_net)^b, features.py
     grad_relative_step: float = 0.0  # c: each tensor's update times (RMS(grad)_tensor / RMS(grad)_net)^c, features.py
@@ -101,7 +102,7 @@ class NetConfig:
         scale = self.tensor_input_scale
         if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale >= 0):
             raise ValueError(f"Invalid tensor_input_scale: {scale!r} (must be a finite number >= 0; 0: 1 / p)")
-        for name in ("tensor_rms_input", "net_scale_input"):
+        for name in ("tensor_rms_input", "net_scale_input", "tensor_count_input"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be True or False)")
 
@@ -111,9 +112,9 @@ class NetConfig:
 
     @property
     def tensor_inputs(self) -> int:
-        """How many of the inputs are one number per tensor (tensor_rms_input, net_scale_input; in that order,
+        """How many of the inputs are one number per tensor (tensor_rms_input, net_scale_input, tensor_count_input; in that order,
         after the gradient features)."""
-        return int(self.tensor_rms_input) + int(self.net_scale_input)
+        return int(self.tensor_rms_input) + int(self.net_scale_input) + int(self.tensor_count_input)
 
     @functools.cached_property  # asked for every tensor at every step; a frozen config's names never change
     def state_names(self) -> tuple[str, ...]:
@@ -135,6 +136,8 @@ class NetConfig:
         data = dataclasses.asdict(self)
         if not self.tensor_input_scale:  # the original scale: written as cards before the field were
             del data["tensor_input_scale"]
+        if not self.tensor_count_input:  # likewise for the input added later
+            del data["tensor_count_input"]
         return data
 
     @classmethod

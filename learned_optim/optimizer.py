@@ -127,7 +127,8 @@ class LearnedOptimizer(Optimizer):
             A rule meta-trained with ``tensor_rms_input`` (set in its card, not here) also sees,
             beside each coordinate's gradient, log(RMS_tensor / RMS_net) / p of its tensor's raw
             gradient, from the same per-tensor RMS; one with ``net_scale_input`` sees how unequal
-            those are over the net (features.py). The C++ and Triton kernels take such inputs,
+            those are over the net, one with ``tensor_count_input`` log of how many tensors the
+            step updates (those with a gradient; features.py). The C++ and Triton kernels take such inputs,
             constant over a tensor, as a shift of layer 0's gate biases.
         relative_step: b in [0, 2]: each tensor's update is multiplied by
             ``clamp(RMS(p) / RMS(net), 0.1, 10)^b``, RMS(net) over every parameter the step
@@ -761,7 +762,7 @@ def _base_config(config: nets.NetConfig) -> nets.NetConfig:
     """The config without per-tensor inputs (what the kernels compute, those inputs folded into the biases)."""
     if not config.tensor_inputs:
         return config
-    return dataclasses.replace(config, tensor_rms_input=False, net_scale_input=False)
+    return dataclasses.replace(config, tensor_rms_input=False, net_scale_input=False, tensor_count_input=False)
 
 
 def _fold_tensor_inputs(theta, config):

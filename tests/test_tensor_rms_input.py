@@ -1,6 +1,7 @@
 """The rule's per-tensor inputs beside each coordinate's gradient features, the same for all of a tensor's coordinates:
-NetConfig.tensor_rms_input, log(RMS_tensor / RMS_net) / p, and NetConfig.net_scale_input, the count-weighted RMS of
-those values over the net's tensors."""
+NetConfig.tensor_rms_input, log(RMS_tensor / RMS_net) / p, NetConfig.net_scale_input, the count-weighted RMS of
+those values over the net's tensors, and NetConfig.tensor_count_input, log of the number of tensors the step
+updates."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from learned_optim.tasks import make_task
 
 
 INPUTS = {"tensor": dict(tensor_rms_input=True), "net": dict(net_scale_input=True),
-          "both": dict(tensor_rms_input=True, net_scale_input=True)}
+          "both": dict(tensor_rms_input=True, net_scale_input=True),
+          "all": dict(tensor_rms_input=True, net_scale_input=True, tensor_count_input=True),
+          "count": dict(tensor_count_input=True)}
 
 
 def rule_with_input(seed: int = 1, inputs: str = "tensor", **config) -> RuleWeights:
@@ -50,7 +53,8 @@ class ByHand:
             if config.grad_norm == "tensor":
                 a = config.grad_norm_power
                 g = g * config.grad_norm_target / (r**a * whole ** (1 - a))
-            values = [c] * config.tensor_rms_input + [spread] * config.net_scale_input
+            values = ([c] * config.tensor_rms_input + [spread] * config.net_scale_input
+                      + [math.log(len(grads))] * config.tensor_count_input)
             x = torch.cat([preprocess(g, config.preprocess, config.p),
                            torch.tensor(values, dtype=torch.float64).expand(g.numel(), len(values))], dim=1)
             update, self.state[id(p)] = nets.step(self.theta, x, self.state[id(p)], config)
@@ -81,7 +85,8 @@ def test_the_optimizer_computes_the_definition(settings_, implementation, chunk_
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("inputs,column", [("tensor", 2), ("net", 2), ("both", 2), ("both", 3)])
+@pytest.mark.parametrize("inputs,column", [("tensor", 2), ("net", 2), ("both", 2), ("both", 3), ("all", 4),
+                                           ("count", 2)])
 def test_the_input_changes_the_steps_and_without_its_weights_is_the_rule_without_it(inputs, column):
     """Zero weights on the extra inputs: the steps of the same rule without them; other weights on one: other steps."""
     base = random_weights(NetConfig(grad_norm="tensor", grad_norm_target=0.01), seed=1)
@@ -102,7 +107,7 @@ def test_the_input_changes_the_steps_and_without_its_weights_is_the_rule_without
         assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(ends[0], ends[2]))
 
 
-@pytest.mark.parametrize("inputs", ["tensor", "both"])
+@pytest.mark.parametrize("inputs", ["tensor", "both", "all"])
 @pytest.mark.parametrize("implementation", ["fast", "torch"])
 def test_the_steps_ignore_the_scale_of_the_loss(implementation, inputs):
     rule = rule_with_input(inputs=inputs, grad_norm="tensor", grad_norm_target=0.01)
@@ -235,14 +240,18 @@ def test_the_analysis_records_the_inputs_the_rule_was_given(inputs):
     task = make_task("two_moons", hidden=[8, 8])
     states, grads, _, labels, recorded = record(learned, task, seeds=[2], steps=3, coords=24)
     names = learned.input_names
-    assert names == {"tensor": ["tensor_rms_ratio"], "net": ["net_scale"], "both": ["tensor_rms_ratio", "net_scale"]}[inputs]
+    assert names == {"tensor": ["tensor_rms_ratio"], "net": ["net_scale"], "both": ["tensor_rms_ratio", "net_scale"],
+                     "all": ["tensor_rms_ratio", "net_scale", "tensor_count"], "count": ["tensor_count"]}[inputs]
     assert recorded.shape == (1, 3, 24, len(names))
     # the same values for all of a tensor's coordinates, and the spread the same for the whole net
     for group in set(labels[0]):
         mask = torch.tensor([label == group for label in labels[0]])
         assert (recorded[0][:, mask] == recorded[0][:, mask][:, :1]).all()
     if "net_scale" in names:
-        assert (recorded[..., -1] == recorded[..., :1, -1]).all() and (recorded[..., -1] > 0).all()
+        column = names.index("net_scale")
+        assert (recorded[..., column] == recorded[..., :1, column]).all() and (recorded[..., column] > 0).all()
+    if "tensor_count" in names:  # three Linear layers with biases: six tensors
+        torch.testing.assert_close(recorded[..., -1], torch.full_like(recorded[..., -1], math.log(6)))
     if "tensor_rms_ratio" in names:
         assert recorded[..., 0].unique().numel() > 1  # the layers of a fresh net differ in scale
     mismatch_at_zero = 0.0

@@ -96,7 +96,8 @@ class LearnedRule(Rule):
     already rescaled to its tensor's target RMS (LearnedOptimizer does that before the step).
     A rule with ``tensor_rms_input`` also sees where the coordinate's tensor sits in the net,
     log(RMS_tensor / RMS_net) / p: ``tensor_rms_ratio`` (default 0, a tensor at the net's RMS); one with
-    ``net_scale_input`` how unequal the net's tensors' scales are: ``net_scale`` (default 0, all at one scale).
+    ``net_scale_input`` how unequal the net's tensors' scales are: ``net_scale`` (default 0, all at one scale); one
+    with ``tensor_count_input`` log of how many tensors the net has: ``tensor_count`` (default 0, one tensor).
     """
 
     def __init__(self, weights: "str | RuleWeights | None" = "default", dtype=torch.float64) -> None:
@@ -107,11 +108,13 @@ class LearnedRule(Rule):
         self.name = self.weights.name
         self.tensor_rms_ratio = 0.0
         self.net_scale = 0.0
+        self.tensor_count = 0.0
 
     @property
     def input_names(self) -> list[str]:
         """The attributes holding the rule's per-tensor inputs, in the order of its input columns."""
-        return ["tensor_rms_ratio"] * self.config.tensor_rms_input + ["net_scale"] * self.config.net_scale_input
+        return (["tensor_rms_ratio"] * self.config.tensor_rms_input + ["net_scale"] * self.config.net_scale_input
+                + ["tensor_count"] * self.config.tensor_count_input)
 
     def init_state(self, n: int = 1, dtype=torch.float64) -> torch.Tensor:
         return torch.zeros(n, self.state_size, dtype=dtype)

@@ -66,6 +66,18 @@ FAMILIES["mlp-shallow"] = tuple(
     )
 )
 
+# mlp-shallow with five deep members (four to six layers, sigmoid and ReLU, none a grid cell): a family that spans
+# depth, for a rule that sees the net's tensor count (``--tensor-count-input``) and may treat one-layer nets apart.
+FAMILIES["mlp-depth"] = FAMILIES["mlp-shallow"] + tuple(
+    ("mnist_mlp", {"hidden": list(hidden), "activation": activation, "batch_size": 128})
+    for hidden, activation in (
+        ((32, 32, 32, 32), "sigmoid"),
+        ((24, 24, 24), "relu"),
+        ((48, 48, 48, 48, 48), "sigmoid"),
+        ((24, 24, 24, 24, 24, 24), "sigmoid"),
+        ((32, 32, 32, 32, 32), "relu"),
+    )
+)
 
 @dataclass(frozen=True)
 class MixtureConfig:
