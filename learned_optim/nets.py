@@ -112,8 +112,8 @@ class NetConfig:
 
     @property
     def tensor_inputs(self) -> int:
-        """How many of the inputs are one number per tensor (tensor_rms_input, net_scale_input, tensor_count_input; in that order,
-        after the gradient features)."""
+        """How many of the inputs are one number per tensor (tensor_rms_input, net_scale_input, tensor_count_input;
+        in that order, after the gradient features)."""
         return int(self.tensor_rms_input) + int(self.net_scale_input) + int(self.tensor_count_input)
 
     @functools.cached_property  # asked for every tensor at every step; a frozen config's names never change
