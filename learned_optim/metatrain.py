@@ -19,7 +19,8 @@ meta-gradient is one backward through the K rule steps with output weights G_j.
 
 Each epoch runs ``runs_per_epoch`` training problems (fresh seeds), then
 validates on ``val_problems`` held-out problem seeds (mean sum of losses over a
-run, the reproductions' metric); the best epoch's weights are kept. A checkpoint
+run, the reproductions' metric); the best epoch's weights are kept (``--keep last``:
+the last epoch's). A checkpoint
 is written atomically after every epoch; ``--resume`` continues a killed run
 from its last complete epoch and ends with the same weights as an
 uninterrupted run. Output: a weight file with its card (see pretrained.py).
@@ -59,6 +60,7 @@ KERNELS = ("auto", "cpp", "python")
 
 BIAS_INITS = ("uniform", "zero")
 META_LOSSES = ("sum", "log")
+KEEPS = ("best", "last")  # which epoch's weights a run writes
 LOG_FLOOR = 1e-8  # meta_loss="log": a loss is read as at least this (a loss of 0 would weigh without bound)
 
 
@@ -164,6 +166,9 @@ class MetaTrainConfig:
     # a weight file (shipped name or path) whose tensors start the run instead of a fresh init: fine-tuning,
     # or a curriculum of two runs; its architecture must be the recipe's, and the card records its sha256
     init_from: str = ""
+    # which epoch's weights go to ``out``: "best" (the best validation's) or "last" (the last epoch's, a fine-tune's
+    # end where validation on its own family is not the measure; after a divergence stop, the last good state)
+    keep: str = "best"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems", "problems_per_step", "max_lr_reductions"):
@@ -193,10 +198,14 @@ class MetaTrainConfig:
             raise ValueError(f"Invalid init_from: {self.init_from!r} (a weight file's name or path, or '' for none)")
         if self.kernel not in KERNELS:
             raise ValueError(f"Invalid kernel: {self.kernel!r} (allowed: {', '.join(KERNELS)})")
+        if self.keep not in KEEPS:
+            raise ValueError(f"Invalid keep: {self.keep!r} (allowed: {', '.join(KEEPS)})")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["net"] = self.net.to_dict()
+        if self.keep == "best":  # cards written before the field existed kept the best epoch
+            del out["keep"]
         return out
 
     @classmethod
@@ -547,9 +556,10 @@ def metatrain(
         raise FileExistsError(f"A checkpoint of an unfinished run exists at {ckpt}: pass --resume, or delete it")
     if ckpt.exists():
         saved, saved_theta, saved_best, opt_state = load_checkpoint(ckpt)
-        mine = {k: v for k, v in config.to_dict().items() if k != "epochs"}
+        mine = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "keep")}
         try:  # through the config class: a field added since the checkpoint was written takes its default
-            theirs = {k: v for k, v in MetaTrainConfig.from_dict(saved["config"]).to_dict().items() if k != "epochs"}
+            theirs = {k: v for k, v in MetaTrainConfig.from_dict(saved["config"]).to_dict().items()
+                      if k not in ("epochs", "keep")}
         except (TypeError, ValueError):
             theirs = None
         if mine != theirs:
@@ -684,6 +694,12 @@ def metatrain(
         group.barrier()
     if not lead:
         return out
+    if config.keep == "last":
+        card["validation"]["kept_epoch"] = progress["epochs_done"]
+        save_weights(out, theta, config.net, card)
+        log(f"wrote {out} (last epoch {progress['epochs_done']}; best validation {progress['best_val']:.4f} at epoch "
+            f"{progress['best_epoch']})")
+        return out
     save_weights(out, best_theta, config.net, card)
     log(f"wrote {out} (best epoch {progress['best_epoch']}, validation {progress['best_val']:.4f})")
     return out
@@ -748,6 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an epoch validating above this x the best so far has diverged (0: off)")
     group.add_argument("--divergence-lr-factor", type=float, default=defaults.divergence_lr_factor,
                        help="after a divergence: restore the state before the epoch and multiply the meta-lr by this")
+    group.add_argument("--keep", default=defaults.keep, choices=KEEPS,
+                       help="which weights go to --out: best (the best validation's epoch) or last (the last epoch's)")
     group.add_argument("--max-lr-reductions", type=int, default=defaults.max_lr_reductions,
                        help="divergences tolerated before the run stops and keeps its best epoch")
     group.add_argument("--bias-init", default=defaults.bias_init, choices=BIAS_INITS,
@@ -859,6 +877,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         divergence_factor=args.divergence_factor,
         divergence_lr_factor=args.divergence_lr_factor,
         max_lr_reductions=args.max_lr_reductions,
+        keep=args.keep,
         bias_init=args.bias_init,
         meta_loss=args.meta_loss,
         init_from=args.init_from,

@@ -13,7 +13,8 @@ from learned_optim import LearnedOptimizer, load_weights, nets
 from learned_optim.baselines import train as train_with
 from learned_optim.features import preprocess
 from learned_optim import metatrain as mt
-from learned_optim.metatrain import MetaTrainConfig, checkpoint_path, main, metatrain, rollout, train_run
+from learned_optim.metatrain import (MetaTrainConfig, build_parser, checkpoint_path, config_from_args, main, metatrain, rollout,
+                                     train_run)
 from learned_optim.nets import NetConfig
 from learned_optim.pretrained import random_weights
 from learned_optim.tasks import make_task
@@ -152,6 +153,29 @@ def test_end_to_end_writes_a_loadable_rule(tmp_path):
     opt = LearnedOptimizer([param], weights=str(out))
     (param**2).sum().backward()
     opt.step()
+
+
+def test_keep_last_writes_the_last_epochs_weights(tmp_path):
+    """--keep last: the weights of the last epoch (the checkpoint's current theta), not the best validation's, and the
+    card says which; the same run with --keep best writes the best epoch's. A run may be resumed with either."""
+    config = MetaTrainConfig(**{**TINY, "epochs": 3, "meta_lr": 0.05, "keep": "last"})
+    out = metatrain(config, tmp_path / "last.safetensors", log=lambda m: None)
+    rule, ckpt = load_weights(out), load_file(checkpoint_path(out))
+    assert all(torch.equal(rule.theta[k], ckpt[f"theta.{k}"]) for k in rule.theta)
+    assert rule.card["validation"]["kept_epoch"] == 3 and rule.card["metatrain"]["keep"] == "last"
+    best = load_weights(metatrain(MetaTrainConfig(**{**TINY, "epochs": 3, "meta_lr": 0.05}), tmp_path / "best.safetensors",
+                                  log=lambda m: None))
+    assert "keep" not in best.card["metatrain"] and "kept_epoch" not in best.card["validation"]
+    assert all(torch.equal(best.theta[k], ckpt[f"best.{k}"]) for k in best.theta)  # the same run, its best epoch
+    if rule.card["validation"]["best_epoch"] != 3:
+        assert any(not torch.equal(best.theta[k], rule.theta[k]) for k in rule.theta)
+    more = load_weights(metatrain(MetaTrainConfig(**{**TINY, "epochs": 4, "meta_lr": 0.05}), tmp_path / "last.safetensors",
+                                  resume=True, log=lambda m: None))
+    assert more.card["resumed_after_epochs"] == [3] and "kept_epoch" not in more.card["validation"]
+    with pytest.raises(ValueError, match="Invalid keep"):
+        MetaTrainConfig(keep="first")
+    args = build_parser().parse_args(["--task", "quadratic", "--keep", "last", "--out", str(tmp_path / "x.safetensors")])
+    assert config_from_args(args).keep == "last"
 
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
