@@ -102,8 +102,9 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     return rule
 
 
+# nets.NetConfig's per-tensor inputs, in input order; the first two are log ratios, which tensor_input_scale scales
 TENSOR_INPUT_FLAGS = ("tensor_rms_input", "net_scale_input", "tensor_count_input")
-SCALED_TENSOR_INPUTS = ("tensor_rms_input", "net_scale_input")  # the log ratios tensor_input_scale applies to  # nets.NetConfig's per-tensor inputs, in input order
+SCALED_TENSOR_INPUTS = ("tensor_rms_input", "net_scale_input")
 
 
 def _adds_tensor_inputs(source: NetConfig, target: NetConfig) -> bool:
@@ -696,7 +697,7 @@ def metatrain(
         return out
     if config.keep == "last":
         card["validation"]["kept_epoch"] = progress["epochs_done"]
-        save_weights(out, theta, config.net, card)
+        save_weights(out, {k: v.detach() for k, v in theta.items()}, config.net, card)
         log(f"wrote {out} (last epoch {progress['epochs_done']}; best validation {progress['best_val']:.4f} at epoch "
             f"{progress['best_epoch']})")
         return out
