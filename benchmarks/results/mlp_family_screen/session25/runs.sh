@@ -39,3 +39,14 @@ python $S/session7/snapshot.py runs/s25/pair-ft.ckpt.safetensors \
   $S/session25/pair-ft-e20.safetensors theta
 python $S/session6/evaluate.py $S/session25/pair-ft-e20.safetensors
 python $S/session6/grid.py $S/session25/pair-ft-e20.safetensors 1x20-relu,5x20 runs/s25/grid-pair-e20.jsonl
+# a second training seed of the control (--seed 1, --keep last, 40 epochs asked), stopped after epoch 21 for session
+# time; its epoch-21 weights from the checkpoint
+python -m learned_optim.metatrain --task mixture --family mlp-depth --grad-norm tensor --grad-norm-target 0.0015 \
+  --tensor-rms-input --steps 100 --unroll 100 --runs-per-epoch 16 --val-problems 12 --lr 0.001 --epochs 40 --seed 1 \
+  --keep last --init-from l2l-mlp-family-plus --device cpu --data-root ../shared/data --name depth-ctrl-s1 \
+  --out runs/s25/depth-ctrl-s1.safetensors
+python $S/session7/snapshot.py runs/s25/depth-ctrl-s1.ckpt.safetensors \
+  "$(python -c "import json;print(json.dumps(json.load(open('runs/s25/depth-ctrl.json'))['metatrain']['net']))")" \
+  $S/session25/depth-ctrl-s1-snap.safetensors theta
+python $S/session6/evaluate.py $S/session25/depth-ctrl-s1-snap.safetensors
+python $S/session6/grid.py $S/session25/depth-ctrl-s1-snap.safetensors 1x20-relu,5x20 runs/s25/grid-s1.jsonl
