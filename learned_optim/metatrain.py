@@ -102,9 +102,9 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     return rule
 
 
-# nets.NetConfig's per-tensor inputs, in input order; the first two are log ratios, which tensor_input_scale scales
-TENSOR_INPUT_FLAGS = ("tensor_rms_input", "net_scale_input", "tensor_count_input")
-SCALED_TENSOR_INPUTS = ("tensor_rms_input", "net_scale_input")
+TENSOR_INPUT_FLAGS = nets.TENSOR_INPUTS  # nets.NetConfig's per-tensor inputs, in input order
+SCALED_TENSOR_INPUTS = nets.SCALED_TENSOR_INPUTS
+RESUMABLE_CHANGES = ("epochs", "keep")  # recipe fields a resumed run may change: how long it runs, what it writes
 
 
 def _adds_tensor_inputs(source: NetConfig, target: NetConfig) -> bool:
@@ -557,10 +557,10 @@ def metatrain(
         raise FileExistsError(f"A checkpoint of an unfinished run exists at {ckpt}: pass --resume, or delete it")
     if ckpt.exists():
         saved, saved_theta, saved_best, opt_state = load_checkpoint(ckpt)
-        mine = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "keep")}
+        mine = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
         try:  # through the config class: a field added since the checkpoint was written takes its default
             theirs = {k: v for k, v in MetaTrainConfig.from_dict(saved["config"]).to_dict().items()
-                      if k not in ("epochs", "keep")}
+                      if k not in RESUMABLE_CHANGES}
         except (TypeError, ValueError):
             theirs = None
         if mine != theirs:

@@ -50,6 +50,10 @@ import torch
 from . import features as features_lib
 
 CELLS = ("lstm", "gru")
+# NetConfig's per-tensor inputs, in the order of their input columns (after the gradient features); the first two
+# are log ratios of gradient RMS, which tensor_input_scale scales
+TENSOR_INPUTS = ("tensor_rms_input", "net_scale_input", "tensor_count_input")
+SCALED_TENSOR_INPUTS = TENSOR_INPUTS[:2]
 
 Theta = Mapping[str, torch.Tensor]
 State = tuple[torch.Tensor, ...]
@@ -102,7 +106,7 @@ class NetConfig:
         scale = self.tensor_input_scale
         if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale >= 0):
             raise ValueError(f"Invalid tensor_input_scale: {scale!r} (must be a finite number >= 0; 0: 1 / p)")
-        for name in ("tensor_rms_input", "net_scale_input", "tensor_count_input"):
+        for name in TENSOR_INPUTS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be True or False)")
 
@@ -114,7 +118,7 @@ class NetConfig:
     def tensor_inputs(self) -> int:
         """How many of the inputs are one number per tensor (tensor_rms_input, net_scale_input, tensor_count_input;
         in that order, after the gradient features)."""
-        return int(self.tensor_rms_input) + int(self.net_scale_input) + int(self.tensor_count_input)
+        return sum(getattr(self, name) for name in TENSOR_INPUTS)
 
     @functools.cached_property  # asked for every tensor at every step; a frozen config's names never change
     def state_names(self) -> tuple[str, ...]:

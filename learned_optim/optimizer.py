@@ -762,7 +762,7 @@ def _base_config(config: nets.NetConfig) -> nets.NetConfig:
     """The config without per-tensor inputs (what the kernels compute, those inputs folded into the biases)."""
     if not config.tensor_inputs:
         return config
-    return dataclasses.replace(config, tensor_rms_input=False, net_scale_input=False, tensor_count_input=False)
+    return dataclasses.replace(config, **dict.fromkeys(nets.TENSOR_INPUTS, False))
 
 
 def _fold_tensor_inputs(theta, config):

@@ -21,63 +21,58 @@ import torch
 
 from .base import Problem, Task
 
+def _mlps(rows) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """Family members from (hidden sizes, activation, batch size) rows: MNIST MLPs."""
+    return tuple(("mnist_mlp", {"hidden": list(hidden), "activation": activation, "batch_size": batch})
+                 for hidden, activation, batch in rows)
+
+
 # MNIST MLPs that differ from every cell of the deep_wide grid (benchmarks/deep_wide.py) in shape or
 # activation, so that a rule meta-trained on them is evaluated there on models it never saw.
 FAMILIES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
-    "mlp-family": tuple(
-        ("mnist_mlp", {"hidden": list(hidden), "activation": activation, "batch_size": batch})
-        for hidden, activation, batch in (
-            ((32,), "sigmoid", 128),
-            ((16, 16), "sigmoid", 128),
-            ((48, 48), "tanh", 64),
-            ((24, 24, 24), "relu", 128),
-            ((64,), "relu", 256),
-            ((32, 32, 32, 32), "sigmoid", 128),
-            ((128, 64), "sigmoid", 128),
-            ((200,), "tanh", 128),
-        )
-    ),
+    "mlp-family": _mlps((
+        ((32,), "sigmoid", 128),
+        ((16, 16), "sigmoid", 128),
+        ((48, 48), "tanh", 64),
+        ((24, 24, 24), "relu", 128),
+        ((64,), "relu", 256),
+        ((32, 32, 32, 32), "sigmoid", 128),
+        ((128, 64), "sigmoid", 128),
+        ((200,), "tanh", 128),
+    )),
 }
 # mlp-family with four more small one- and two-layer sigmoid nets (a third of the members instead of an eighth):
 # the paper's MNIST base task is a 1x20 sigmoid MLP, the cell where l2l-mnist, trained on it alone, still wins.
-FAMILIES["mlp-family-plus"] = FAMILIES["mlp-family"] + tuple(
-    ("mnist_mlp", {"hidden": list(hidden), "activation": "sigmoid", "batch_size": batch})
-    for hidden, batch in (((24,), 128), ((16,), 128), ((48,), 64), ((28, 28), 128))
+FAMILIES["mlp-family-plus"] = FAMILIES["mlp-family"] + _mlps(
+    (hidden, "sigmoid", batch) for hidden, batch in (((24,), 128), ((16,), 128), ((48,), 64), ((28, 28), 128))
 )
 # mlp-family-plus with one net that is deep and wide at once (4x128 sigmoid, not a grid cell): rules trained on
 # mlp-family-plus over whole runs drift away from the grid's 5x300, which no other member resembles.
-FAMILIES["mlp-family-deep"] = FAMILIES["mlp-family-plus"] + (
-    ("mnist_mlp", {"hidden": [128, 128, 128, 128], "activation": "sigmoid", "batch_size": 128}),
-)
+FAMILIES["mlp-family-deep"] = FAMILIES["mlp-family-plus"] + _mlps((((128, 128, 128, 128), "sigmoid", 128),))
 
 # Mostly one-layer nets, sigmoid and ReLU (ReLU kept in the objective, unlike a single-net specialist): the family of
 # a screened partner for weight-space interpolation with the default (screen.md, session 24: fine-tuned on these, the
 # default gains on the base task and loses the grid's 5x300 before it gains enough).
-FAMILIES["mlp-shallow"] = tuple(
-    ("mnist_mlp", {"hidden": list(hidden), "activation": activation, "batch_size": batch})
-    for hidden, activation, batch in (
-        ((24,), "sigmoid", 128),
-        ((16,), "sigmoid", 128),
-        ((24,), "relu", 128),
-        ((32,), "relu", 256),
-        ((48,), "tanh", 64),
-        ((28, 28), "sigmoid", 128),
-        ((16, 16, 16), "tanh", 128),
-    )
-)
+FAMILIES["mlp-shallow"] = _mlps((
+    ((24,), "sigmoid", 128),
+    ((16,), "sigmoid", 128),
+    ((24,), "relu", 128),
+    ((32,), "relu", 256),
+    ((48,), "tanh", 64),
+    ((28, 28), "sigmoid", 128),
+    ((16, 16, 16), "tanh", 128),
+))
 
 # mlp-shallow with five deep members (four to six layers, sigmoid and ReLU, none a grid cell): a family that spans
 # depth, for a rule that sees the net's tensor count (``--tensor-count-input``) and may treat one-layer nets apart.
-FAMILIES["mlp-depth"] = FAMILIES["mlp-shallow"] + tuple(
-    ("mnist_mlp", {"hidden": list(hidden), "activation": activation, "batch_size": 128})
-    for hidden, activation in (
-        ((32, 32, 32, 32), "sigmoid"),
-        ((24, 24, 24), "relu"),
-        ((48, 48, 48, 48, 48), "sigmoid"),
-        ((24, 24, 24, 24, 24, 24), "sigmoid"),
-        ((32, 32, 32, 32, 32), "relu"),
-    )
-)
+FAMILIES["mlp-depth"] = FAMILIES["mlp-shallow"] + _mlps((
+    ((32, 32, 32, 32), "sigmoid", 128),
+    ((24, 24, 24), "relu", 128),
+    ((48, 48, 48, 48, 48), "sigmoid", 128),
+    ((24, 24, 24, 24, 24, 24), "sigmoid", 128),
+    ((32, 32, 32, 32, 32), "relu", 128),
+))
+
 
 @dataclass(frozen=True)
 class MixtureConfig:
