@@ -24,3 +24,12 @@ python $S/session26/exact_summary.py $S/session26/exact.out                     
 # 5. the validation and the base task at random points near the default
 python $S/session26/rough.py l2l-mlp-family-plus mlp-depth 6 1e-4    # rough_1e-4.out
 python $S/session26/rough.py l2l-mlp-family-plus mlp-depth 6 1e-2    # rough_1e-2.out
+# 6. the same with 20-step truncations (the estimator l2l-mlp-family was trained with): 96 problems, the sum of each
+#    run's five truncation gradients at the default's weights
+python $S/session26/meta_grads.py l2l-mlp-family-plus mlp-depth 0 48 runs/s26/mg20_a.pt 20
+python $S/session26/meta_grads.py l2l-mlp-family-plus mlp-depth 48 48 runs/s26/mg20_b.pt 20
+python $S/session26/snr.py runs/s26/mg20_a.pt runs/s26/mg20_b.pt                        # snr_unroll20.out
+LINE_FRACTIONS='{"adam": [0.004, 0.015, 0.05]}' python $S/session26/line.py l2l-mlp-family-plus mlp-depth \
+  runs/s26/line20a runs/s26/mg20_a.pt runs/s26/mg20_b.pt
+LINE_FRACTIONS='{"mean": [0.0005, 0.002], "adam": [0.03, 0.1]}' python $S/session26/line.py l2l-mlp-family-plus \
+  mlp-depth runs/s26/line20b runs/s26/mg20_a.pt runs/s26/mg20_b.pt                     # both: line_unroll20.out
