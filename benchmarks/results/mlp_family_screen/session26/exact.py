@@ -38,7 +38,7 @@ def exact_gradient(theta, net, problem, steps=100):
         loss = problem.loss(t + 1, dict(zip(names, params)))
         total = total + loss
     out = torch.autograd.grad(total, list(theta.values()))
-    return float(total), torch.cat([g.reshape(-1) for g in out])
+    return float(total.detach()), torch.cat([g.reshape(-1) for g in out])
 
 
 def main(weights, path, first, count, out):
