@@ -102,17 +102,15 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     return rule
 
 
-TENSOR_INPUT_FLAGS = nets.TENSOR_INPUTS  # nets.NetConfig's per-tensor inputs, in input order
-SCALED_TENSOR_INPUTS = nets.SCALED_TENSOR_INPUTS
 RESUMABLE_CHANGES = ("epochs", "keep")  # recipe fields a resumed run may change: how long it runs, what it writes
 
 
 def _adds_tensor_inputs(source: NetConfig, target: NetConfig) -> bool:
     """Whether ``target`` is ``source`` with per-tensor inputs switched on and / or fed at another
     ``tensor_input_scale``, nothing else changed (and differing at all)."""
-    plain = {**{name: False for name in TENSOR_INPUT_FLAGS}, "tensor_input_scale": 0.0}
+    plain = {**{name: False for name in nets.TENSOR_INPUTS}, "tensor_input_scale": 0.0}
     return (source != target and dataclasses.replace(source, **plain) == dataclasses.replace(target, **plain)
-            and all(getattr(target, name) for name in TENSOR_INPUT_FLAGS if getattr(source, name)))
+            and all(getattr(target, name) for name in nets.TENSOR_INPUTS if getattr(source, name)))
 
 
 def widen(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) -> dict[str, torch.Tensor]:
@@ -121,16 +119,16 @@ def widen(theta: dict[str, torch.Tensor], source: NetConfig, target: NetConfig) 
     change nothing), and the inputs both have are rescaled from ``source``'s tensor_input_scale to ``target``'s (each
     is the log ratio / the config's divisor, so its weights are multiplied by target divisor / source divisor; the
     tensor count is not a ratio and keeps its weights). The
-    per-tensor inputs follow the gradient features, in ``TENSOR_INPUT_FLAGS`` order (features.py)."""
+    per-tensor inputs follow the gradient features, in ``nets.TENSOR_INPUTS`` order (features.py)."""
     if not _adds_tensor_inputs(source, target):
         raise ValueError("widen: the target must be the source with per-tensor inputs added or rescaled, nothing "
                          "else changed")
     w = theta["cells.0.w_ih"]
     base, factor = w.shape[1] - source.tensor_inputs, target.tensor_input_divisor / source.tensor_input_divisor
     columns, taken = [w[:, :base]], base
-    for name in TENSOR_INPUT_FLAGS:
+    for name in nets.TENSOR_INPUTS:
         if getattr(source, name):
-            columns.append(w[:, taken: taken + 1] * (factor if name in SCALED_TENSOR_INPUTS else 1.0))
+            columns.append(w[:, taken: taken + 1] * (factor if name in nets.SCALED_TENSOR_INPUTS else 1.0))
             taken += 1
         elif getattr(target, name):
             columns.append(torch.zeros_like(w[:, :1]))
@@ -695,14 +693,14 @@ def metatrain(
         group.barrier()
     if not lead:
         return out
+    best = f"best validation {progress['best_val']:.4f} at epoch {progress['best_epoch']}"
     if config.keep == "last":
         card["validation"]["kept_epoch"] = progress["epochs_done"]
-        save_weights(out, {k: v.detach() for k, v in theta.items()}, config.net, card)
-        log(f"wrote {out} (last epoch {progress['epochs_done']}; best validation {progress['best_val']:.4f} at epoch "
-            f"{progress['best_epoch']})")
-        return out
-    save_weights(out, best_theta, config.net, card)
-    log(f"wrote {out} (best epoch {progress['best_epoch']}, validation {progress['best_val']:.4f})")
+        kept, which = {k: v.detach() for k, v in theta.items()}, f"last epoch {progress['epochs_done']}; {best}"
+    else:
+        kept, which = best_theta, best
+    save_weights(out, kept, config.net, card)
+    log(f"wrote {out} ({which})")
     return out
 
 

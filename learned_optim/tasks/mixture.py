@@ -21,6 +21,7 @@ import torch
 
 from .base import Problem, Task
 
+
 def _mlps(rows) -> tuple[tuple[str, dict[str, Any]], ...]:
     """Family members from (hidden sizes, activation, batch size) rows: MNIST MLPs."""
     return tuple(("mnist_mlp", {"hidden": list(hidden), "activation": activation, "batch_size": batch})
@@ -63,7 +64,7 @@ FAMILIES["mlp-shallow"] = _mlps((
     ((16, 16, 16), "tanh", 128),
 ))
 
-# mlp-shallow with five deep members (four to six layers, sigmoid and ReLU, none a grid cell): a family that spans
+# mlp-shallow with five deeper members (three to six layers, sigmoid and ReLU, none a grid cell): a family that spans
 # depth, for a rule that sees the net's tensor count (``--tensor-count-input``) and may treat one-layer nets apart.
 FAMILIES["mlp-depth"] = FAMILIES["mlp-shallow"] + _mlps((
     ((32, 32, 32, 32), "sigmoid", 128),
