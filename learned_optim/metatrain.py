@@ -24,6 +24,15 @@ the last epoch's). A checkpoint
 is written atomically after every epoch; ``--resume`` continues a killed run
 from its last complete epoch and ends with the same weights as an
 uninterrupted run. Output: a weight file with its card (see pretrained.py).
+
+``meta_grad="es"`` replaces backpropagation by antithetic evolution strategies over
+whole runs (``unroll`` must equal ``steps``): for each training problem, ``es_pairs``
+Gaussian directions ε, each scored by two runs of the rule at φ ± σε on that same
+problem, give the estimate Σ (L(φ+σε) − L(φ−σε)) ε / (2σ · pairs) of the gradient
+of the meta-loss averaged over the perturbations, a smoothed objective. It needs
+no derivatives at all (forward runs only, so every step may take the C++ kernel),
+and it stays finite where a whole run's exact meta-gradient is chaotic; its cost
+is 2 · es_pairs runs per problem, and its variance grows with the rule's size.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ KERNELS = ("auto", "cpp", "python")
 BIAS_INITS = ("uniform", "zero")
 META_LOSSES = ("sum", "log")
 KEEPS = ("best", "last")  # which epoch's weights a run writes
+META_GRADS = ("tbptt", "es")  # truncated backpropagation (the paper's), or antithetic evolution strategies
 LOG_FLOOR = 1e-8  # meta_loss="log": a loss is read as at least this (a loss of 0 would weigh without bound)
 
 
@@ -168,9 +178,15 @@ class MetaTrainConfig:
     # which epoch's weights go to ``out``: "best" (the best validation's) or "last" (the last epoch's, a fine-tune's
     # end where validation on its own family is not the measure; after a divergence stop, the last good state)
     keep: str = "best"
+    # the meta-gradient estimator: "tbptt" (first-order truncated backpropagation, above) or "es" (antithetic
+    # evolution strategies over whole runs: es_pairs perturbation pairs of standard deviation es_sigma per problem)
+    meta_grad: str = "tbptt"
+    es_pairs: int = 8
+    es_sigma: float = 1e-3
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems", "problems_per_step", "max_lr_reductions"):
+        for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems", "problems_per_step", "max_lr_reductions",
+                     "es_pairs"):
             value = getattr(self, name)
             low = 0 if name in ("epochs", "max_lr_reductions") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -199,12 +215,23 @@ class MetaTrainConfig:
             raise ValueError(f"Invalid kernel: {self.kernel!r} (allowed: {', '.join(KERNELS)})")
         if self.keep not in KEEPS:
             raise ValueError(f"Invalid keep: {self.keep!r} (allowed: {', '.join(KEEPS)})")
+        if self.meta_grad not in META_GRADS:
+            raise ValueError(f"Invalid meta_grad: {self.meta_grad!r} (allowed: {', '.join(META_GRADS)})")
+        if not (isinstance(self.es_sigma, (int, float)) and not isinstance(self.es_sigma, bool)
+                and math.isfinite(self.es_sigma) and self.es_sigma > 0):
+            raise ValueError(f"Invalid es_sigma: {self.es_sigma!r} (must be a finite number > 0)")
+        if self.meta_grad == "es" and self.unroll != self.steps:
+            raise ValueError(f"Invalid unroll: {self.unroll} (meta_grad 'es' scores whole runs: unroll must equal "
+                             f"steps, {self.steps})")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["net"] = self.net.to_dict()
         if self.keep == "best":  # cards written before the field existed kept the best epoch
             del out["keep"]
+        if self.meta_grad == "tbptt":  # nor do they name an estimator: theirs was truncated backpropagation
+            for name in ("meta_grad", "es_pairs", "es_sigma"):
+                del out[name]
         return out
 
     @classmethod
@@ -385,6 +412,84 @@ def train_runs(
             torch.nn.utils.clip_grad_norm_(params, config.meta_grad_clip)
         meta_opt.step()
     return {"meta_loss_sum": meta_loss_sum, "meta_loss_count": meta_loss_count, "skipped_unrolls": skipped}
+
+
+def run_meta_loss(theta: dict[str, torch.Tensor], problem: Problem, config: MetaTrainConfig, impl: str = "fast") -> float:
+    """One whole run's meta-loss, as truncated backpropagation's unrolls add it up: Σ f(θ_t) over the losses after
+    each of the ``steps`` updates (Σ log f(θ_t) under meta_loss="log"); inf if the optimizee diverged."""
+    losses = rollout(theta, config.net, problem, config.steps + 1, config.device, impl)[1:].double()
+    if config.meta_loss == "log":
+        losses = losses.clamp_min(LOG_FLOOR).log()
+    return float(losses.sum())
+
+
+def es_gradient(
+    theta: dict[str, torch.Tensor], problem: Problem, config: MetaTrainConfig, impl: str = "fast", seed: int = 0,
+    scores: list | None = None,
+) -> tuple[list[torch.Tensor], dict[str, float]]:
+    """Antithetic evolution strategies on one problem: Σ_k (L(φ+σε_k) − L(φ−σε_k)) ε_k / (2σ), summed over the
+    ``es_pairs`` pairs whose two runs both stayed finite (divide by the count for the estimate), and the statistics.
+
+    The directions ε_k come from ``seed`` alone, so that a resumed or distributed run draws the same ones. Both runs
+    of a pair see the same problem and batches: the problem's own noise cancels out of their difference. ``scores``,
+    if given, receives each pair's (L(φ+σε), L(φ−σε)), diverged pairs included.
+    """
+    base = [v.detach() for v in theta.values()]
+    generator = torch.Generator().manual_seed(seed)
+    total = [torch.zeros_like(v) for v in base]
+    loss_sum, pairs, skipped = 0.0, 0, 0
+    for _ in range(config.es_pairs):
+        eps = [torch.randn(v.shape, generator=generator, dtype=v.dtype).to(v.device) for v in base]
+        plus, minus = ({k: v + sign * config.es_sigma * e for k, v, e in zip(theta, base, eps)} for sign in (1, -1))
+        high, low = run_meta_loss(plus, problem, config, impl), run_meta_loss(minus, problem, config, impl)
+        if scores is not None:
+            scores.append((high, low))
+        if not (math.isfinite(high) and math.isfinite(low)):
+            skipped += 1  # a diverged run scores no difference: the pair is dropped
+            continue
+        for t, e in zip(total, eps):
+            t.add_(e, alpha=(high - low) / (2 * config.es_sigma))
+        loss_sum += (high + low) / 2
+        pairs += 1
+    return total, {"meta_loss_sum": loss_sum, "meta_loss_count": pairs, "skipped_unrolls": skipped}
+
+
+def es_runs(
+    theta: dict[str, torch.Tensor],
+    meta_opt: torch.optim.Optimizer,
+    problems: Sequence[Problem],
+    seeds: Sequence[int],
+    config: MetaTrainConfig,
+    impl: str = "fast",
+    group: "_Group | None" = None,
+) -> dict[str, float]:
+    """One meta-update from the ES estimates of several problems (``seeds`` draws each one's directions), averaged
+    over every finite pair; in a distributed run over the ranks' pairs too. No finite pair: no update."""
+    params = list(theta.values())
+    sums = [torch.zeros_like(p) for p in params]
+    stats = {"meta_loss_sum": 0.0, "meta_loss_count": 0, "skipped_unrolls": 0}
+    for problem, seed in zip(problems, seeds):
+        grads, one = es_gradient(theta, problem, config, impl, seed)
+        for total, g in zip(sums, grads):
+            total.add_(g)
+        stats = {k: stats[k] + one[k] for k in stats}
+    contributed = stats["meta_loss_count"]
+    if group is not None:
+        contributed = group.sum_(sums, contributed)
+    if contributed == 0:
+        return stats
+    meta_opt.zero_grad(set_to_none=True)
+    for p, g in zip(params, sums):
+        p.grad = g.div_(contributed)
+    if config.meta_grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.meta_grad_clip)
+    meta_opt.step()
+    return stats
+
+
+def _runs_per_problem(config: MetaTrainConfig) -> int:
+    """Optimizee runs a training problem costs: one, or two per ES pair."""
+    return 2 * config.es_pairs if config.meta_grad == "es" else 1
 
 
 class _Group:
@@ -591,8 +696,12 @@ def metatrain(
         totals = [0.0, 0.0, 0.0]  # meta-loss sum, unrolls counted, unrolls skipped
         for first in range(0, config.runs_per_epoch, per_step):
             mine = range(first + rank * share, first + (rank + 1) * share)  # this rank's share of the step's problems
-            problems = [task.sample(train_seed(config, epoch, run), config.device) for run in mine]
-            stats = train_runs(theta, meta_opt, problems, config, impl, group)
+            seeds = [train_seed(config, epoch, run) for run in mine]
+            problems = [task.sample(seed, config.device) for seed in seeds]
+            if config.meta_grad == "es":
+                stats = es_runs(theta, meta_opt, problems, seeds, config, impl, group)
+            else:
+                stats = train_runs(theta, meta_opt, problems, config, impl, group)
             totals = [a + b for a, b in zip(totals, (stats["meta_loss_sum"], stats["meta_loss_count"], stats["skipped_unrolls"]))]
             if bar is not None:
                 bar.update(per_step)
@@ -608,10 +717,11 @@ def metatrain(
             "val": val,
             "train_seconds": round(train_seconds, 3),
             "epoch_seconds": round(epoch_seconds, 3),
-            "optimizee_steps_per_s": round(config.runs_per_epoch * config.steps / train_seconds, 2),
+            "optimizee_steps_per_s": round(config.runs_per_epoch * _runs_per_problem(config) * config.steps / train_seconds, 2),
         }
         progress["train_seconds"] += epoch_seconds
-        diverged = _divergence(config, record, progress["best_val"], unrolls=config.runs_per_epoch * -(-config.steps // config.unroll))
+        per_problem = config.es_pairs if config.meta_grad == "es" else -(-config.steps // config.unroll)
+        diverged = _divergence(config, record, progress["best_val"], unrolls=config.runs_per_epoch * per_problem)
         if diverged is not None:
             reductions = progress.setdefault("lr_reductions", [])
             with torch.no_grad():  # back to the state before this epoch
@@ -670,7 +780,8 @@ def metatrain(
         },
         "throughput": {
             "optimizee_steps_per_s": (
-                round(sum(config.runs_per_epoch * config.steps for _ in trained) / sum(h["train_seconds"] for h in trained), 2)
+                round(sum(config.runs_per_epoch * _runs_per_problem(config) * config.steps for _ in trained)
+                      / sum(h["train_seconds"] for h in trained), 2)
                 if trained
                 else None
             ),
@@ -705,7 +816,8 @@ def metatrain(
 
 
 def _divergence(config: MetaTrainConfig, record: dict[str, Any], best: float, unrolls: int) -> str | None:
-    """Why an epoch counts as diverged, or None: validation not finite, far above the best, or most unrolls skipped."""
+    """Why an epoch counts as diverged, or None: validation not finite, far above the best, or most unrolls (ES: pairs)
+    skipped."""
     val = record["val"]
     if not math.isfinite(val):
         return "validation is not finite"
@@ -773,6 +885,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--meta-loss", default=defaults.meta_loss, choices=META_LOSSES,
                        help="sum: the sum of the optimizee's losses per unroll (the paper's); log: the sum of their "
                        "logarithms, so that problems count by relative progress, not by their losses' scale")
+    group.add_argument("--meta-grad", default=defaults.meta_grad, choices=META_GRADS,
+                       help="the meta-gradient estimator: tbptt (truncated backpropagation, the paper's) or es "
+                       "(antithetic evolution strategies over whole runs; needs --unroll equal to --steps)")
+    group.add_argument("--es-pairs", type=int, default=defaults.es_pairs,
+                       help="es: perturbation pairs per training problem (each pair costs two runs)")
+    group.add_argument("--es-sigma", type=float, default=defaults.es_sigma,
+                       help="es: standard deviation of the Gaussian perturbation of each rule weight")
     group.add_argument("--init-from", default=defaults.init_from,
                        help="start from this weight file (a shipped name or a path) instead of a fresh init; "
                        "the network flags must match its card, except that they may add per-tensor inputs "
@@ -880,6 +999,9 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         bias_init=args.bias_init,
         meta_loss=args.meta_loss,
         init_from=args.init_from,
+        meta_grad=args.meta_grad,
+        es_pairs=args.es_pairs,
+        es_sigma=args.es_sigma,
     )
 
 

@@ -130,12 +130,14 @@ DIST_FLAGS = ["--task", "quadratic", "--epochs", "2", "--runs-per-epoch", "4", "
 
 
 @pytest.mark.slow
-def test_two_ranks_give_the_weights_of_one_on_the_same_problems(tmp_path):
+@pytest.mark.parametrize("estimator", [[], ["--unroll", "10", "--meta-grad", "es", "--es-pairs", "2"]], ids=["tbptt", "es"])
+def test_two_ranks_give_the_weights_of_one_on_the_same_problems(tmp_path, estimator):
+    flags = DIST_FLAGS + estimator  # a later flag wins
     one = tmp_path / "one.safetensors"
-    subprocess.run(cli(*DIST_FLAGS, "--out", str(one)), env=ENV, check=True, capture_output=True)
+    subprocess.run(cli(*flags, "--out", str(one)), env=ENV, check=True, capture_output=True)
     two = tmp_path / "two.safetensors"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "learned_optim.metatrain", "--kernel", "python", *DIST_FLAGS, "--out", str(two)]
+               "-m", "learned_optim.metatrain", "--kernel", "python", *flags, "--out", str(two)]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     same_weights(one, two, exact=False)
