@@ -105,3 +105,22 @@ def distributed_optimizer(params, option: "str | None" = None):
     if option == "grad_relative_step":
         return LearnedOptimizer(params, grad_relative_step=1.0)
     return LearnedOptimizer(params, grad_norm_power=None if option is None else float(option))
+
+
+def interrupted_run(monkeypatch, module, name: str, call: int, run) -> None:
+    """``run()`` with ``module.name`` raising KeyboardInterrupt on its ``call``-th call (a run killed mid-epoch);
+    asserts that it was interrupted, then puts the function back."""
+    calls, real = {"n": 0}, getattr(module, name)
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, dying)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    finally:
+        monkeypatch.setattr(module, name, real)

@@ -7,6 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import interrupted_run
+
 from learned_optim import load_weights
 from learned_optim import metatrain as mt
 from learned_optim.metatrain import MetaTrainConfig, checkpoint_path, es_gradient, main, metatrain, run_meta_loss
@@ -104,18 +106,8 @@ def test_es_meta_training_improves_an_untrained_rule_and_resumes_exactly(tmp_pat
     log = [json.loads(line) for line in (tmp_path / "a.log.jsonl").read_text().splitlines()]
     assert all(entry["skipped_unrolls"] == 0 and entry["train_meta_loss"] > 0 for entry in log)
 
-    calls, real = {"n": 0}, mt.es_runs
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:  # the second run of epoch 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mt, "es_runs", dying)
-    with pytest.raises(KeyboardInterrupt):
-        metatrain(config, tmp_path / "b.safetensors", log=lambda m: None)
-    monkeypatch.setattr(mt, "es_runs", real)
+    # killed in the second run of epoch 2
+    interrupted_run(monkeypatch, mt, "es_runs", 6, lambda: metatrain(config, tmp_path / "b.safetensors", log=lambda m: None))
     assert checkpoint_path(tmp_path / "b.safetensors").exists()
     resumed = load_weights(metatrain(config, tmp_path / "b.safetensors", resume=True, log=lambda m: None))
     assert all(torch.equal(straight.theta[k], resumed.theta[k]) for k in straight.theta)

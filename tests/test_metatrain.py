@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, needs_mnist, run_steps, small_model
+from conftest import REPO, interrupted_run, needs_mnist, run_steps, small_model
 from learned_optim import LearnedOptimizer, load_weights, nets
 from learned_optim.baselines import train as train_with
 from learned_optim.features import preprocess
@@ -182,19 +182,8 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
     config = MetaTrainConfig(**{**TINY, "epochs": 3})
     straight = metatrain(config, tmp_path / "a.safetensors", log=lambda m: None)
 
-    calls = {"n": 0}
-    real = mt.train_runs  # one call per meta-batch of problems: here, per run
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # the second run of epoch 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mt, "train_runs", dying)
-    with pytest.raises(KeyboardInterrupt):
-        metatrain(config, tmp_path / "b.safetensors", log=lambda m: None)
-    monkeypatch.setattr(mt, "train_runs", real)
+    # killed in the second run of epoch 2 (train_runs is called once per meta-batch of problems: here, per run)
+    interrupted_run(monkeypatch, mt, "train_runs", 4, lambda: metatrain(config, tmp_path / "b.safetensors", log=lambda m: None))
     assert checkpoint_path(tmp_path / "b.safetensors").exists()
     with pytest.raises(FileExistsError, match="pass --resume"):
         metatrain(config, tmp_path / "b.safetensors", log=lambda m: None)
