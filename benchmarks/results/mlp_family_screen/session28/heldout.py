@@ -1,0 +1,36 @@
+"""The routed composition of session 28 on one-hidden-layer nets that are neither grid cells nor the base net, on seeds
+outside the evaluation range: mean final training loss at 100 / 200 steps of the default, of the composition
+(B's steps on the first layer, (1 - w) A + w B on the output layer) and of Adam at 1e-3, over 20 seeds.
+
+    PYTHONPATH=. python benchmarks/results/mlp_family_screen/session28/heldout.py A B W NET [NET ...]
+
+NET: UNITS-ACTIVATION-BATCH, e.g. 32-relu-256. Run from the repository root, one thread.
+"""
+import sys
+import time
+
+import torch
+
+from learned_optim import LearnedOptimizer, load_weights
+from learned_optim.baselines import train
+from learned_optim.tasks import make_task
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from mix import Mix  # noqa: E402
+
+torch.set_num_threads(1)
+a, b, w = load_weights(sys.argv[1]), load_weights(sys.argv[2]), float(sys.argv[3])
+seeds = range(20000, 20020)  # EVAL_SEEDS is range(10000): none of these is an evaluation seed
+factories = {"default": lambda p: LearnedOptimizer(p, weights=a), "routed": lambda p: Mix(p, a, b, "1", [0, 1], w),
+             "Adam 1e-3": lambda p: torch.optim.Adam(p, lr=1e-3)}
+for net in sys.argv[4:]:
+    units, activation, batch = net.split("-")
+    task = make_task("mnist_mlp", data_root="../shared/data", hidden=(int(units),), activation=activation,
+                     batch_size=int(batch))
+    start, finals = time.time(), {}
+    for name, factory in factories.items():
+        runs = torch.stack([train(task.sample(s), factory, 200) for s in seeds])
+        finals[name] = (runs[:, 99].mean().item(), runs[:, 199].mean().item())
+    ratio = lambda k: "%.2f / %.2f" % tuple(x / y for x, y in zip(finals[k], finals["default"]))  # noqa: E731
+    print(f"{net}: default %.3f / %.3f; routed ÷ default {ratio('routed')}; Adam 1e-3 ÷ default {ratio('Adam 1e-3')};"
+          % finals["default"] + f" {time.time() - start:.0f} s", flush=True)
