@@ -30,3 +30,7 @@ python $S/mix.py $D $N "1" --seeds 0 --only=0,1 --cells 5x300,1x20,1x40,2x20,1x6
 # the routed composition on one-hidden-layer nets that are no grid cell, seeds 20000-20019
 python $S/heldout.py $D $E 0.2 32-relu-256 24-relu-128 64-relu-64 > $S/heldout_a.out
 python $S/heldout.py $D $E 0.2 48-tanh-64 16-sigmoid-128 200-sigmoid-128 > $S/heldout_b.out
+python $S/small_batch.py 64-relu-64 64-relu-32 20-sigmoid-32 > $S/small_batch_a.out
+python $S/small_batch.py 64x64-relu-64 128-relu-64 20-relu-32 > $S/small_batch_b.out
+python $S/small_batch.py 64-relu-128 64-relu-256 > $S/small_batch_c.out
+python $S/small_batch.py 64-sigmoid-64 64-tanh-64 > $S/small_batch_d.out
