@@ -35,3 +35,4 @@ python $S/small_batch.py 64x64-relu-64 128-relu-64 20-relu-32 > $S/small_batch_b
 python $S/small_batch.py 64-relu-128 64-relu-256 > $S/small_batch_c.out
 python $S/small_batch.py 64-sigmoid-64 64-tanh-64 > $S/small_batch_d.out
 for n in 64-relu-64 20-relu-32 128-relu-64 64-relu-128; do python $S/small_batch_lr.py $n 0.25 0.5; done > $S/small_batch_lr.out  # 64-relu-64 also at lr 2
+python $S/lr_base.py 0.25 0.5 > $S/lr_base.out
