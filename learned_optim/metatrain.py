@@ -396,22 +396,30 @@ def train_runs(
             meta_loss_count += 1
             contributed += 1
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        if group is not None:
-            contributed = group.sum_(grads, contributed)
-        if contributed == 0:
-            continue
-        if contributed > 1:  # the mean over the problems (a single problem's gradient stays bit for bit as it is)
-            for g in grads:
-                g.div_(contributed)
-        if not all(torch.isfinite(g).all() for g in grads):
+        if _meta_step(params, grads, contributed, meta_opt, config, group) is False:
             skipped += 1
-            continue
-        for p, g in zip(params, grads):
-            p.grad = g
-        if config.meta_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.meta_grad_clip)
-        meta_opt.step()
     return {"meta_loss_sum": meta_loss_sum, "meta_loss_count": meta_loss_count, "skipped_unrolls": skipped}
+
+
+def _meta_step(params, grads, contributed: int, meta_opt, config: MetaTrainConfig, group: "_Group | None") -> bool | None:
+    """One meta-update from ``grads``, the sum of ``contributed`` problems' (or pairs') meta-gradients (in a
+    distributed run, this rank's: summed over the ranks first): their mean, clipped, to ``meta_opt``. None where no
+    problem contributed, False where the mean is not finite (no update), True after the update."""
+    if group is not None:
+        contributed = group.sum_(grads, contributed)
+    if contributed == 0:
+        return None
+    if contributed > 1:  # the mean over the problems (a single problem's gradient stays bit for bit as it is)
+        for g in grads:
+            g.div_(contributed)
+    if not all(torch.isfinite(g).all() for g in grads):
+        return False
+    for p, g in zip(params, grads):
+        p.grad = g
+    if config.meta_grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.meta_grad_clip)
+    meta_opt.step()
+    return True
 
 
 def run_meta_loss(theta: dict[str, torch.Tensor], problem: Problem, config: MetaTrainConfig, impl: str = "fast") -> float:
@@ -473,23 +481,20 @@ def es_runs(
         for total, g in zip(sums, grads):
             total.add_(g)
         stats = {k: stats[k] + one[k] for k in stats}
-    contributed = stats["meta_loss_count"]
-    if group is not None:
-        contributed = group.sum_(sums, contributed)
-    if contributed == 0:
-        return stats
-    meta_opt.zero_grad(set_to_none=True)
-    for p, g in zip(params, sums):
-        p.grad = g.div_(contributed)
-    if config.meta_grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, config.meta_grad_clip)
-    meta_opt.step()
+    if _meta_step(params, sums, stats["meta_loss_count"], meta_opt, config, group) is False:
+        stats["skipped_unrolls"] += 1  # as truncated backpropagation counts a non-finite mean
     return stats
 
 
 def _runs_per_problem(config: MetaTrainConfig) -> int:
     """Optimizee runs a training problem costs: one, or two per ES pair."""
     return 2 * config.es_pairs if config.meta_grad == "es" else 1
+
+
+def _unrolls_per_problem(config: MetaTrainConfig) -> int:
+    """Meta-gradient pieces a training problem gives, each of which a divergence may skip: its truncations, or its
+    ES pairs."""
+    return config.es_pairs if config.meta_grad == "es" else -(-config.steps // config.unroll)
 
 
 class _Group:
@@ -720,8 +725,7 @@ def metatrain(
             "optimizee_steps_per_s": round(config.runs_per_epoch * _runs_per_problem(config) * config.steps / train_seconds, 2),
         }
         progress["train_seconds"] += epoch_seconds
-        per_problem = config.es_pairs if config.meta_grad == "es" else -(-config.steps // config.unroll)
-        diverged = _divergence(config, record, progress["best_val"], unrolls=config.runs_per_epoch * per_problem)
+        diverged = _divergence(config, record, progress["best_val"], unrolls=config.runs_per_epoch * _unrolls_per_problem(config))
         if diverged is not None:
             reductions = progress.setdefault("lr_reductions", [])
             with torch.no_grad():  # back to the state before this epoch
