@@ -19,7 +19,7 @@ import time
 
 from . import LearnedOptimizer, list_pretrained, load_weights
 from .baselines import baseline, compare, tune_lr
-from .tasks import EVAL_SEEDS, TUNING_SEEDS, DataNotFoundError, make_task
+from .tasks import EVAL_SEEDS, TASKS, TUNING_SEEDS, DataNotFoundError, make_task
 
 
 def _mean_se(values: list[float]) -> str:
@@ -69,7 +69,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.seeds < 2 or args.tune_seeds < 1:
         parser.error("--steps and --tune-seeds must be >= 1 and --seeds >= 2")
-    weights = load_weights(args.weights)
+    unknown = [name for name in args.tasks.split(",") if name not in TASKS]
+    if unknown:  # before any work, as a usage error (not a traceback from the first run)
+        parser.error(f"unknown task(s) {unknown} (available: {', '.join(TASKS)})")
+    try:
+        weights = load_weights(args.weights)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(f"--weights {args.weights!r}: {exc}")
     print(f"weights: {weights.name} ({weights.card.get('description', '')}; sha256 {weights.sha256[:12]})")
     for task_name in args.tasks.split(","):
         try:

@@ -74,6 +74,17 @@ def test_metatrain_speed_quick(tmp_path, device):
     assert data["results"]["notebook-style, PyTorch cell"]["optimizee_steps_per_s"] > 0
 
 
+@pytest.mark.parametrize("argv, says", [(["--tasks", "quadratic,nope"], "unknown task(s) ['nope']"),
+                                         (["--weights", "no-such-rule"], "--weights 'no-such-rule'")])
+def test_demo_rejects_bad_input_as_a_usage_error(capsys, argv, says):
+    from learned_optim import demo
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
 def test_demo_runs_and_prints_the_comparison(capsys, tiny_rule):
     from learned_optim import demo
 
