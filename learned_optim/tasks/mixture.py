@@ -50,6 +50,11 @@ FAMILIES["mlp-family-plus"] = FAMILIES["mlp-family"] + _mlps(
 # mlp-family-plus with one net that is deep and wide at once (4x128 sigmoid, not a grid cell): rules trained on
 # mlp-family-plus over whole runs drift away from the grid's 5x300, which no other member resembles.
 FAMILIES["mlp-family-deep"] = FAMILIES["mlp-family-plus"] + _mlps((((128, 128, 128, 128), "sigmoid", 128),))
+# mlp-family-plus with four small-batch ReLU nets (batch 32-64, none a grid cell or a net of session 28's
+# small_batch.py): the default, trained at batch 64-256, takes about four times too large a step on noisy ReLU nets.
+FAMILIES["mlp-family-noisy"] = FAMILIES["mlp-family-plus"] + _mlps(
+    (hidden, "relu", batch) for hidden, batch in (((32,), 32), ((96,), 64), ((48, 48), 48), ((40,), 32))
+)
 
 # Mostly one-layer nets, sigmoid and ReLU (ReLU kept in the objective, unlike a single-net specialist): the family of
 # a screened partner for weight-space interpolation with the default (screen.md, session 24: fine-tuned on these, the
