@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 29: the default fine-tuned on mlp-family-noisy (mlp-family-plus and four small-batch ReLU nets), and the
 # result on small-batch nets, the base task and the grid. From the repository root, one thread per process; the
-# meta-training run uses about 20 GB of memory (67 minutes on one CPU thread).
+# meta-training run uses about 20 GB of memory (66 minutes on one CPU thread: the card's wall_time_s 3940).
 set -euo pipefail
 S=benchmarks/results/mlp_family_screen
 export PYTHONPATH=. OMP_NUM_THREADS=1
