@@ -89,9 +89,10 @@ def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, c
             # in float64, as the recording optimizer (state_dtype float64) computes it
             raw = torch.cat([p.grad.reshape(-1) for p in params]).double()
             run_grads.append(seen(raw, sizes, rule.config)[pick])
-            if rule.config.tensor_inputs:
-                run_inputs.append(tensor_input_columns(raw, sizes, rule.config)[pick])
             opt.step()
+            if rule.config.tensor_inputs:  # after the step: a grad_noise_input rule's EMA includes this gradient
+                noise = [float(opt.state[p]["grad_noise"]) for p in params] if rule.config.grad_noise_input else None
+                run_inputs.append(tensor_input_columns(raw, sizes, rule.config, noise)[pick])
             flat = torch.cat([torch.cat([opt.state[p][n] for n in rule.config.state_names], dim=1) for p in params])
             run_states.append(flat[pick])
         states.append(torch.stack(run_states))

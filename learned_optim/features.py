@@ -205,6 +205,39 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
 # twin. With ``tensor_count_input`` every coordinate also sees log(T), T the number of tensors
 # the step updates (those with a gradient): 4 for a one-hidden-layer MLP with biases, 12 for
 # a five-layer one. A structure input, not a scale: it does not change as training goes on.
+#
+# None of these says how noisy the gradient is: a rule trained at batch 128 takes steps about
+# four times too large on ReLU nets at batch 32-64 (session 28 of the mlp_family screen), where
+# successive gradients disagree. With ``grad_noise_input`` every coordinate also sees
+# log(RMS(m_hat_tensor) / RMS(g_tensor)), m an exponential moving average (GRAD_NOISE_BETA) of
+# the tensor's raw gradient kept per coordinate, m_hat its bias-corrected value. Near 0 when
+# successive gradients agree (m_hat ~ g), about log sqrt((1-b)/(1+b)) = -1.47 for b = 0.9 when
+# they are independent noise around zero, above 0 while the gradient shrinks. 0 on the first
+# step (m_hat = g) and for a tensor (or EMA) with no finite nonzero entry. Invariant to a
+# common factor on all gradients, like the others; the one per-tensor input with a state.
+
+GRAD_NOISE_BETA = 0.9
+
+
+def update_grad_ema(ema: torch.Tensor, grad: torch.Tensor, beta: float = GRAD_NOISE_BETA,
+                    chunk_size: int | None = None) -> None:
+    """``ema <- beta * ema + (1 - beta) * grad`` in place, on the entries where ``grad`` is finite (the others keep
+    their value, as the rule skips those coordinates); in pieces of ``chunk_size`` entries (bounded temporaries)."""
+    flat_ema, flat_grad = ema.view(-1), grad.reshape(-1)
+    n = flat_ema.numel()
+    step = max(1, chunk_size or n)
+    for start in range(0, n, step):
+        e, g = flat_ema[start : start + step], flat_grad[start : start + step].to(ema.dtype)
+        e.copy_(torch.where(torch.isfinite(g), e * beta + g * (1 - beta), e))
+
+
+def grad_noise_value(ema_rms, updates: int, grad_rms, beta: float = GRAD_NOISE_BETA):
+    """A tensor's ``grad_noise_input``: log(RMS(m) / (1 - beta^updates) / RMS(g)), 0 where either RMS is 0 or before
+    any update. Floats in, a float out; 0-dim tensors in, a 0-dim float64 tensor out (no sync)."""
+    if updates < 1:
+        return 0.0 if isinstance(grad_rms, float) else torch.zeros((), dtype=torch.float64, device=grad_rms.device)
+    correction = 1.0 - beta**updates
+    return log_rms_ratio(ema_rms / correction, grad_rms, 1.0)
 
 
 # -- a step relative to the tensor's own scale ----------------------------------------------
@@ -290,26 +323,32 @@ def net_scale_spread(ratios, counts) -> "torch.Tensor | float":
     return net_rms(zip(ratios, counts))
 
 
-def tensor_input_values(stats, config, whole=None) -> "list[tuple] | None":
+def tensor_input_values(stats, config, whole=None, noise=None) -> "list[tuple] | None":
     """The per-tensor inputs of a rule of ``config`` for tensors of ``stats`` (each tensor's (RMS, count) of its raw
     gradient): a tuple of ``config.tensor_inputs`` values per tensor (its tensor_rms_input value, then the net's
-    net_scale_input value, then its tensor_count_input value), None for a rule with none. ``whole``:
-    ``net_rms(stats)`` where the caller has it."""
+    net_scale_input value, then its tensor_count_input value, then its grad_noise_input value, taken from
+    ``noise``, one per tensor: ``grad_noise_value``), None for a rule with none. ``whole``: ``net_rms(stats)``
+    where the caller has it."""
     if not config.tensor_inputs:
         return None
+    if config.grad_noise_input and (noise is None or len(noise) != len(stats)):
+        raise ValueError("a rule with grad_noise_input needs one noise value per tensor")
     if whole is None:
         whole = net_rms(stats)
     ratios = [log_rms_ratio(rms, whole, config.tensor_input_divisor) for rms, _ in stats]
     spread = net_scale_spread(ratios, [n for _, n in stats]) if config.net_scale_input else None
     count = (math.log(len(stats)),) * config.tensor_count_input
-    return [(c,) * config.tensor_rms_input + (spread,) * config.net_scale_input + count for c in ratios]
+    noise = noise if config.grad_noise_input else [None] * len(stats)
+    return [(c,) * config.tensor_rms_input + (spread,) * config.net_scale_input + count
+            + (v,) * config.grad_noise_input for c, v in zip(ratios, noise)]
 
 
-def tensor_input_columns(flat_grad: torch.Tensor, sizes, config) -> "torch.Tensor | None":
+def tensor_input_columns(flat_grad: torch.Tensor, sizes, config, noise=None) -> "torch.Tensor | None":
     """The per-tensor inputs (``tensor_input_values``) of a flat gradient made of tensors of ``sizes`` entries, one
-    row per entry: shape (N, config.tensor_inputs); None for a rule with none."""
+    row per entry: shape (N, config.tensor_inputs); None for a rule with none. ``noise``: the tensors'
+    grad_noise_input values, for a rule with that input."""
     stats = [tensor_rms(piece) for piece in flat_grad.split(list(sizes))]
-    values = tensor_input_values(stats, config)
+    values = tensor_input_values(stats, config, noise=noise)
     if values is None:
         return None
     rows = torch.stack([torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in row]) for row in values])

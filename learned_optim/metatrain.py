@@ -57,7 +57,8 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__, nets
-from .features import normalize_per_tensor, relative_step_column, rule_inputs, tensor_input_columns
+from .features import (grad_noise_value, normalize_per_tensor, relative_step_column, rule_inputs, tensor_input_columns,
+                       tensor_rms, update_grad_ema)
 from .nets import NetConfig
 from .pretrained import (RuleWeights, atomic_write, card_path, header_metadata, load_weights,
                          remove_stale_temporaries, save_weights)
@@ -93,7 +94,8 @@ def initial_theta(
 def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     """The weight file ``init_from`` names (a shipped name or a path), checked against the recipe's architecture.
 
-    A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--net-scale-input``, ``--tensor-count-input``)
+    A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--net-scale-input``, ``--tensor-count-input``,
+    ``--grad-noise-input``)
     that the file's rule lacks:
     the rule is then widened, its first cell given a zero input weight for each added input, so that meta-training
     starts at exactly the file's update function (see ``widen``); or it may feed the rule's per-tensor inputs at
@@ -259,6 +261,7 @@ class _Optimizee:
         self.shapes = [p.shape for _, p in named]
         self.sizes = [p.numel() for _, p in named]
         self.params = [p.detach().to(device=device, dtype=torch.float32).clone() for _, p in named]
+        self.grad_ema, self.ema_updates = None, 0  # a grad_noise_input rule's EMA of the gradient (flat)
 
     @property
     def numel(self) -> int:
@@ -272,16 +275,29 @@ class _Optimizee:
             grads = torch.autograd.grad(loss, leaves)
         return loss.detach(), torch.cat([g.reshape(-1) for g in grads])
 
+    def noise_inputs(self, grad: torch.Tensor, net: NetConfig) -> "list | None":
+        """For a rule with grad_noise_input: the EMA of the gradient updated with this step's flat ``grad`` (as
+        LearnedOptimizer keeps it per parameter), and each tensor's noise value; None for another rule."""
+        if not net.grad_noise_input:
+            return None
+        if self.grad_ema is None:
+            self.grad_ema = torch.zeros_like(grad, dtype=torch.float32)
+        update_grad_ema(self.grad_ema, grad.detach())
+        self.ema_updates += 1
+        return [grad_noise_value(tensor_rms(e)[0], self.ema_updates, tensor_rms(g)[0])
+                for e, g in zip(self.grad_ema.split(self.sizes), grad.detach().split(self.sizes))]
+
     def apply(self, update: torch.Tensor) -> None:
         pieces = update.detach().split(self.sizes)
         self.params = [p + u.view(shape) for p, u, shape in zip(self.params, pieces, self.shapes)]
 
 
 def _rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None,
-               params=None):
+               params=None, noise=None):
     """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it;
-    ``params``: the optimizee's tensors, which a rule with ``relative_step`` scales each tensor's update by."""
-    column = tensor_input_columns(grad, sizes, net)
+    ``params``: the optimizee's tensors, which a rule with ``relative_step`` scales each tensor's update by;
+    ``noise``: the tensors' grad_noise_input values (``_Optimizee.noise_inputs``) for a rule with that input."""
+    column = tensor_input_columns(grad, sizes, net, noise)
     grad_factor = relative_step_column(grad.split(sizes), net.grad_relative_step) if net.grad_relative_step else None
     if net.grad_norm == "tensor":
         grad = normalize_per_tensor(grad, sizes, net.grad_norm_target, net.grad_norm_power)
@@ -322,7 +338,8 @@ def rollout(
         if not torch.isfinite(loss):
             losses[t:] = float("inf")
             break
-        update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes, optimizee.params)
+        update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes, optimizee.params,
+                                   optimizee.noise_inputs(grad, net))
         optimizee.apply(update)
     return losses
 
@@ -372,7 +389,8 @@ def train_runs(
             grad, state = current[b], states[b]
             updates, later_grads, unroll_loss = [], [], 0.0
             for k in range(length):
-                update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes, optimizee.params)
+                update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes, optimizee.params,
+                                   optimizee.noise_inputs(grad, net))
                 optimizee.apply(update)
                 loss, grad = optimizee.loss_and_grad(start + k + 1)
                 updates.append(update)
@@ -899,7 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--init-from", default=defaults.init_from,
                        help="start from this weight file (a shipped name or a path) instead of a fresh init; "
                        "the network flags must match its card, except that they may add per-tensor inputs "
-                       "(--tensor-rms-input, --net-scale-input, --tensor-count-input), which start at zero weight")
+                       "(--tensor-rms-input, --net-scale-input, --tensor-count-input, --grad-noise-input), which "
+                       "start at zero weight")
     group = parser.add_argument_group("network")
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)
@@ -924,6 +943,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--tensor-count-input", action="store_true",
                        help="one more input, the same for every coordinate: log of the number of tensors the step "
                             "updates (how deep the optimizee is)")
+    group.add_argument("--grad-noise-input", action="store_true",
+                       help="one more input per coordinate: log(RMS(m) / RMS(g)) of its tensor, m an EMA (0.9) of "
+                            "the gradient: near 0 when successive gradients agree, about -1.5 when they are noise")
     group.add_argument("--relative-step", type=float, default=net_defaults.relative_step,
                        help="b in [0, 2]: each optimizee tensor's update times (RMS of its weights / RMS of all the "
                             "optimizee's weights)^b, the ratio clamped to [0.1, 10]; 0: off")
@@ -975,6 +997,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         tensor_rms_input=args.tensor_rms_input,
         net_scale_input=args.net_scale_input,
         tensor_count_input=args.tensor_count_input,
+        grad_noise_input=args.grad_noise_input,
         tensor_input_scale=args.tensor_input_scale,
         relative_step=args.relative_step,
         grad_relative_step=args.grad_relative_step,

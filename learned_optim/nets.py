@@ -52,7 +52,7 @@ from . import features as features_lib
 CELLS = ("lstm", "gru")
 # NetConfig's per-tensor inputs, in the order of their input columns (after the gradient features); the first two
 # are log ratios of gradient RMS, which tensor_input_scale scales
-TENSOR_INPUTS = ("tensor_rms_input", "net_scale_input", "tensor_count_input")
+TENSOR_INPUTS = ("tensor_rms_input", "net_scale_input", "tensor_count_input", "grad_noise_input")
 SCALED_TENSOR_INPUTS = TENSOR_INPUTS[:2]
 
 Theta = Mapping[str, torch.Tensor]
@@ -75,6 +75,7 @@ class NetConfig:
     tensor_rms_input: bool = False  # one more input: log(RMS_tensor / RMS_net) / p of the raw gradient, see features.py
     net_scale_input: bool = False  # one more input: how unequal the net's tensors' gradient scales are, see features.py
     tensor_count_input: bool = False  # one more input: log of how many tensors the step updates (depth), see features.py
+    grad_noise_input: bool = False  # one more input: log(RMS(EMA of g) / RMS(g)) per tensor (gradient noise), features.py
     tensor_input_scale: float = 0.0  # the per-tensor inputs' log ratios times this; 0: divided by p (see features.py)
     relative_step: float = 0.0  # b: each tensor's update times (RMS(weights)_tensor / RMS(weights)_net)^b, features.py
     grad_relative_step: float = 0.0  # c: each tensor's update times (RMS(grad)_tensor / RMS(grad)_net)^c, features.py
@@ -116,8 +117,8 @@ class NetConfig:
 
     @property
     def tensor_inputs(self) -> int:
-        """How many of the inputs are one number per tensor (tensor_rms_input, net_scale_input, tensor_count_input;
-        in that order, after the gradient features)."""
+        """How many of the inputs are one number per tensor (tensor_rms_input, net_scale_input, tensor_count_input,
+        grad_noise_input; in that order, after the gradient features)."""
         return sum(getattr(self, name) for name in TENSOR_INPUTS)
 
     @functools.cached_property  # asked for every tensor at every step; a frozen config's names never change
@@ -140,8 +141,9 @@ class NetConfig:
         data = dataclasses.asdict(self)
         if not self.tensor_input_scale:  # the original scale: written as cards before the field were
             del data["tensor_input_scale"]
-        if not self.tensor_count_input:  # likewise for the input added later
-            del data["tensor_count_input"]
+        for name in ("tensor_count_input", "grad_noise_input"):  # likewise for the inputs added later
+            if not getattr(self, name):
+                del data[name]
         return data
 
     @classmethod

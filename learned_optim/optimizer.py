@@ -11,8 +11,8 @@ import torch
 from torch.optim import Optimizer
 
 from . import kernels, nets
-from .features import (GRAD_NORMS, net_rms, partial_scale, relative_step_factors, rule_inputs, tensor_input_values,
-                       tensor_rms, tensor_scale)
+from .features import (GRAD_NORMS, grad_noise_value, net_rms, partial_scale, relative_step_factors, rule_inputs,
+                       tensor_input_values, tensor_rms, tensor_scale, update_grad_ema)
 from .pretrained import RuleWeights, load_weights
 
 IMPLEMENTATIONS = ("fast", "torch", "reference")
@@ -128,7 +128,9 @@ class LearnedOptimizer(Optimizer):
             beside each coordinate's gradient, log(RMS_tensor / RMS_net) / p of its tensor's raw
             gradient, from the same per-tensor RMS; one with ``net_scale_input`` sees how unequal
             those are over the net, one with ``tensor_count_input`` log of how many tensors the
-            step updates (those with a gradient; features.py). The C++ and Triton kernels take such inputs,
+            step updates (those with a gradient; features.py), one with ``grad_noise_input``
+            log(RMS(m) / RMS(g)) of its tensor, m an EMA of the gradient kept in the state
+            (``grad_ema``, one number per coordinate). The C++ and Triton kernels take such inputs,
             constant over a tensor, as a shift of layer 0's gate biases.
         relative_step: b in [0, 2]: each tensor's update is multiplied by
             ``clamp(RMS(p) / RMS(net), 0.1, 10)^b``, RMS(net) over every parameter the step
@@ -341,7 +343,8 @@ class LearnedOptimizer(Optimizer):
                 return float(value)
             return torch.as_tensor(value).to(torch.float32 if self._use_triton(device) else self._compute_dtype)
 
-        inputs = iter(tensor_input_values(stats, config, whole) or ())
+        noise = self._noise_values(stats) if config.grad_noise_input else None
+        inputs = iter(tensor_input_values(stats, config, whole, noise) or ())
 
         def terms(rms, device: torch.device):
             factor = on(partial_scale(rms, whole, target, power), device) if config.grad_norm == "tensor" else None
@@ -350,6 +353,32 @@ class LearnedOptimizer(Optimizer):
 
         return [(group, [(p, grad, state, *terms(stat[0], p.device)) for p, grad, state, stat in entries])
                 for group, entries in groups]
+
+    def _noise_values(self, stats) -> list:
+        """Each updated tensor's grad_noise_input value (features.grad_noise_value) from its gradient's (RMS, count)
+        in ``stats`` (the step's entries, in order), its EMA of the gradient (state ``grad_ema``, float32, float64
+        for a float64 gradient) updated with this step's gradient first; the value stays in the state
+        (``grad_noise``) for whoever studies the rule."""
+        values, stats = [], iter(stats)
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state, grad = self.state[param], _local(param.grad)
+                dtype = torch.float64 if grad.dtype == torch.float64 else torch.float32
+                ema = state.get("grad_ema")
+                if ema is None:
+                    ema = torch.zeros(grad.shape, dtype=dtype, device=grad.device)
+                    state["grad_ema_updates"] = 0
+                elif ema.dtype != dtype or ema.device != grad.device:  # loaded, or the parameter moved
+                    ema = ema.to(device=grad.device, dtype=dtype)
+                state["grad_ema"] = ema
+                update_grad_ema(ema, grad, chunk_size=self.chunk_for(grad.device))
+                state["grad_ema_updates"] = int(state.get("grad_ema_updates", 0)) + 1
+                ema_rms, _ = self._tensor_rms(ema, param.grad)
+                state["grad_noise"] = grad_noise_value(ema_rms, state["grad_ema_updates"], next(stats)[0])
+                values.append(state["grad_noise"])
+        return values
 
     def _grad_scale(self, grad: torch.Tensor, whole: "torch.Tensor | None" = None) -> "float | torch.Tensor | None":
         """The factor on this tensor's gradient under grad_norm="tensor" (None: no normalization).
@@ -734,6 +763,12 @@ class LearnedOptimizer(Optimizer):
                     )
                 if not tensor.is_floating_point():
                     raise ValueError(f"The state {name!r} of parameter id {param_id!r} is not floating point")
+            ema = param_state.get("grad_ema")
+            if ema is not None and (not isinstance(ema, torch.Tensor) or not ema.is_floating_point()
+                                    or tuple(ema.shape) != tuple(_local(p).shape)):
+                shape = tuple(ema.shape) if isinstance(ema, torch.Tensor) else type(ema).__name__
+                raise ValueError(f"The state 'grad_ema' of parameter id {param_id!r} has shape {shape}, expected "
+                                 f"{tuple(_local(p).shape)} (floating point): the state belongs to other parameters")
 
         # all checks passed: the base class restores groups and plain values, we restore
         # the tensors ourselves because it would cast them to each parameter's dtype
@@ -749,7 +784,10 @@ class LearnedOptimizer(Optimizer):
         for pid, values in tensors.items():
             p = id_to_param[pid]
             for key, value in values.items():
-                self.state[p][key] = value.detach().to(device=_local(p).device, dtype=self.state_dtype, copy=True)
+                # the gradient's EMA keeps its own dtype (float32, or float64), the recurrent state the state_dtype
+                dtype = (torch.float64 if value.dtype == torch.float64 else torch.float32) if key == "grad_ema" \
+                    else self.state_dtype
+                self.state[p][key] = value.detach().to(device=_local(p).device, dtype=dtype, copy=True)
 
 
 def _network(theta, grad, state, config, impl, column=None):

@@ -1,7 +1,8 @@
 """The rule's per-tensor inputs beside each coordinate's gradient features, the same for all of a tensor's coordinates:
 NetConfig.tensor_rms_input, log(RMS_tensor / RMS_net) / p, NetConfig.net_scale_input, the count-weighted RMS of
-those values over the net's tensors, and NetConfig.tensor_count_input, log of the number of tensors the step
-updates."""
+those values over the net's tensors, NetConfig.tensor_count_input, log of the number of tensors the step
+updates, and NetConfig.grad_noise_input, log(RMS(EMA of g) / RMS(g)) of the tensor (test_grad_noise_input.py has
+what is particular to it)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from learned_optim.tasks import make_task
 INPUTS = {"tensor": dict(tensor_rms_input=True), "net": dict(net_scale_input=True),
           "both": dict(tensor_rms_input=True, net_scale_input=True),
           "all": dict(tensor_rms_input=True, net_scale_input=True, tensor_count_input=True),
-          "count": dict(tensor_count_input=True)}
+          "count": dict(tensor_count_input=True), "noise": dict(grad_noise_input=True),
+          "every": dict(tensor_rms_input=True, net_scale_input=True, tensor_count_input=True, grad_noise_input=True)}
 
 
 def rule_with_input(seed: int = 1, inputs: str = "tensor", **config) -> RuleWeights:
@@ -40,6 +42,8 @@ class ByHand:
         self.params, self.config, self.lr = list(params), rule.config, lr
         self.theta = {k: v.double() for k, v in rule.theta.items()}
         self.state = {id(p): nets.init_state(self.config, p.numel(), dtype=torch.float64) for p in self.params}
+        self.ema = {id(p): torch.zeros(p.numel(), dtype=torch.float64) for p in self.params}  # grad_noise_input's
+        self.updates = 0
 
     @torch.no_grad()
     def step(self):
@@ -49,12 +53,17 @@ class ByHand:
         whole = math.sqrt(sum(r * r * g.numel() for r, g in zip(rms, grads)) / sum(g.numel() for g in grads))
         ratios = [math.log(r / whole) / config.p for r in rms]
         spread = math.sqrt(sum(c * c * g.numel() for c, g in zip(ratios, grads)) / sum(g.numel() for g in grads))
-        for p, g, r, c in zip(self.params, grads, rms, ratios):
+        self.updates += 1
+        noise = []
+        for p, g, r in zip(self.params, grads, rms):  # m <- 0.9 m + 0.1 g; log(RMS(m / (1 - 0.9^k)) / RMS(g))
+            self.ema[id(p)] = 0.9 * self.ema[id(p)] + 0.1 * g
+            noise.append(math.log(float(self.ema[id(p)].square().mean().sqrt()) / (1 - 0.9**self.updates) / r))
+        for p, g, r, c, v in zip(self.params, grads, rms, ratios, noise):
             if config.grad_norm == "tensor":
                 a = config.grad_norm_power
                 g = g * config.grad_norm_target / (r**a * whole ** (1 - a))
             values = ([c] * config.tensor_rms_input + [spread] * config.net_scale_input
-                      + [math.log(len(grads))] * config.tensor_count_input)
+                      + [math.log(len(grads))] * config.tensor_count_input + [v] * config.grad_noise_input)
             x = torch.cat([preprocess(g, config.preprocess, config.p),
                            torch.tensor(values, dtype=torch.float64).expand(g.numel(), len(values))], dim=1)
             update, self.state[id(p)] = nets.step(self.theta, x, self.state[id(p)], config)
@@ -86,7 +95,7 @@ def test_the_optimizer_computes_the_definition(settings_, implementation, chunk_
 
 
 @pytest.mark.parametrize("inputs,column", [("tensor", 2), ("net", 2), ("both", 2), ("both", 3), ("all", 4),
-                                           ("count", 2)])
+                                           ("count", 2), ("noise", 2), ("every", 5)])
 def test_the_input_changes_the_steps_and_without_its_weights_is_the_rule_without_it(inputs, column):
     """Zero weights on the extra inputs: the steps of the same rule without them; other weights on one: other steps."""
     base = random_weights(NetConfig(grad_norm="tensor", grad_norm_target=0.01), seed=1)
@@ -107,7 +116,7 @@ def test_the_input_changes_the_steps_and_without_its_weights_is_the_rule_without
         assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(ends[0], ends[2]))
 
 
-@pytest.mark.parametrize("inputs", ["tensor", "both", "all"])
+@pytest.mark.parametrize("inputs", ["tensor", "both", "all", "every"])
 @pytest.mark.parametrize("implementation", ["fast", "torch"])
 def test_the_steps_ignore_the_scale_of_the_loss(implementation, inputs):
     rule = rule_with_input(inputs=inputs, grad_norm="tensor", grad_norm_target=0.01)
@@ -241,7 +250,9 @@ def test_the_analysis_records_the_inputs_the_rule_was_given(inputs):
     states, grads, _, labels, recorded = record(learned, task, seeds=[2], steps=3, coords=24)
     names = learned.input_names
     assert names == {"tensor": ["tensor_rms_ratio"], "net": ["net_scale"], "both": ["tensor_rms_ratio", "net_scale"],
-                     "all": ["tensor_rms_ratio", "net_scale", "tensor_count"], "count": ["tensor_count"]}[inputs]
+                     "all": ["tensor_rms_ratio", "net_scale", "tensor_count"], "count": ["tensor_count"],
+                     "noise": ["grad_noise"],
+                     "every": ["tensor_rms_ratio", "net_scale", "tensor_count", "grad_noise"]}[inputs]
     assert recorded.shape == (1, 3, 24, len(names))
     # the same values for all of a tensor's coordinates, and the spread the same for the whole net
     for group in set(labels[0]):
@@ -251,7 +262,11 @@ def test_the_analysis_records_the_inputs_the_rule_was_given(inputs):
         column = names.index("net_scale")
         assert (recorded[..., column] == recorded[..., :1, column]).all() and (recorded[..., column] > 0).all()
     if "tensor_count" in names:  # three Linear layers with biases: six tensors
-        torch.testing.assert_close(recorded[..., -1], torch.full_like(recorded[..., -1], math.log(6)))
+        column = names.index("tensor_count")
+        torch.testing.assert_close(recorded[..., column], torch.full_like(recorded[..., column], math.log(6)))
+    if "grad_noise" in names:  # 0 on the first step (the EMA is the gradient), then it moves
+        column = names.index("grad_noise")
+        assert recorded[0, 0, :, column].abs().max() < 1e-6 and recorded[0, 1:, :, column].abs().max() > 1e-3
     if "tensor_rms_ratio" in names:
         assert recorded[..., 0].unique().numel() > 1  # the layers of a fresh net differ in scale
     mismatch_at_zero = 0.0
