@@ -209,11 +209,15 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
 # None of these says how noisy the gradient is: a rule trained at batch 128 takes steps about
 # four times too large on ReLU nets at batch 32-64 (session 28 of the mlp_family screen), where
 # successive gradients disagree. With ``grad_noise_input`` every coordinate also sees
-# log(RMS(m_hat_tensor) / RMS(g_tensor)), m an exponential moving average (GRAD_NOISE_BETA) of
-# the tensor's raw gradient kept per coordinate, m_hat its bias-corrected value. Near 0 when
-# successive gradients agree (m_hat ~ g), about log sqrt((1-b)/(1+b)) = -1.47 for b = 0.9 when
-# they are independent noise around zero, above 0 while the gradient shrinks. 0 on the first
-# step (m_hat = g) and for a tensor (or EMA) with no finite nonzero entry. Invariant to a
+# log(RMS(m_hat_tensor) / (RMS(g_tensor) sqrt((1-b)/(1+b)))), m an exponential moving average
+# (b = GRAD_NOISE_BETA) of the tensor's raw gradient kept per coordinate, m_hat its
+# bias-corrected value: RMS(m_hat) against what it would be if successive gradients were
+# independent noise around zero (RMS(g) sqrt((1-b)/(1+b)) once the EMA is warm). About 0 for such
+# noise, log sqrt((1+b)/(1-b)) = 1.47 for b = 0.9 when successive gradients agree (m_hat ~ g; so
+# on the first step, m_hat = g), more while the gradient shrinks. Centred on noise so that its
+# weights learn from how far a tensor is from noise, not from a constant offset (the default's
+# own runs read about -1.4 uncentred after 20 steps, on every net; session30/noise_values.out).
+# 0 for a tensor (or EMA) with no finite nonzero entry and before any update. Invariant to a
 # common factor on all gradients, like the others; the one per-tensor input with a state.
 
 GRAD_NOISE_BETA = 0.9
@@ -232,12 +236,13 @@ def update_grad_ema(ema: torch.Tensor, grad: torch.Tensor, beta: float = GRAD_NO
 
 
 def grad_noise_value(ema_rms, updates: int, grad_rms, beta: float = GRAD_NOISE_BETA):
-    """A tensor's ``grad_noise_input``: log(RMS(m) / (1 - beta^updates) / RMS(g)), 0 where either RMS is 0 or before
-    any update. Floats in, a float out; 0-dim tensors in, a 0-dim float64 tensor out (no sync)."""
+    """A tensor's ``grad_noise_input``: log(RMS(m) / (1 - beta^updates) / (RMS(g) sqrt((1 - beta) / (1 + beta)))),
+    0 where either RMS is 0 or before any update. Floats in, a float out; 0-dim tensors in, a 0-dim float64 tensor
+    out (no sync)."""
     if updates < 1:
         return 0.0 if isinstance(grad_rms, float) else torch.zeros((), dtype=torch.float64, device=grad_rms.device)
-    correction = 1.0 - beta**updates
-    return log_rms_ratio(ema_rms / correction, grad_rms, 1.0)
+    factor = math.sqrt((1.0 + beta) / (1.0 - beta)) / (1.0 - beta**updates)
+    return log_rms_ratio(ema_rms * factor, grad_rms, 1.0)
 
 
 # -- a step relative to the tensor's own scale ----------------------------------------------

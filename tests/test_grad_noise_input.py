@@ -1,5 +1,5 @@
 """NetConfig.grad_noise_input: one more input per coordinate, log(RMS(m_hat) / RMS(g)) of its tensor, m an exponential
-moving average of the raw gradient (the one per-tensor input with a state of its own). The optimizer's three
+moving average of the raw gradient, centred on independent noise (the one per-tensor input with a state of its own). The optimizer's three
 implementations against the float64 definition are in test_tensor_rms_input.py (its "noise" and "every" inputs);
 here the value itself, the state that carries it, and the meta-trainer's copy of it."""
 
@@ -46,19 +46,21 @@ def test_the_ema_is_its_definition_in_any_chunks_and_skips_nonfinite_entries(n, 
 
 @settings(deadline=None, max_examples=30)
 @given(n=st.integers(2, 200), steps=st.integers(1, 30), log_c=st.floats(-15, 15), seed=st.integers(0, 2**16))
-def test_a_steady_gradient_reads_zero_at_every_step_and_any_scale(n, steps, log_c, seed):
-    """m_k = (1 - b^k) g for a gradient that does not change, so the bias-corrected ratio is 1 from the first step;
-    the value ignores a common factor on the gradients."""
+def test_a_steady_gradient_reads_agreement_at_every_step_and_any_scale(n, steps, log_c, seed):
+    """m_k = (1 - b^k) g for a gradient that does not change, so the bias-corrected ratio is 1 from the first step,
+    log sqrt((1 + b) / (1 - b)) above the noise level; the value ignores a common factor on the gradients."""
     g = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 10.0**log_c
     ema = torch.zeros_like(g)
+    b = GRAD_NOISE_BETA
     for k in range(1, steps + 1):
         update_grad_ema(ema, g)
-        assert _value(ema, k, g) == pytest.approx(0.0, abs=1e-9)
+        assert _value(ema, k, g) == pytest.approx(0.5 * math.log((1 + b) / (1 - b)), abs=1e-9)
 
 
-def test_independent_noise_reads_the_stationary_ratio_and_agreement_reads_near_zero():
-    """Gradients drawn afresh around zero each step: RMS(m) / RMS(g) -> sqrt((1 - b) / (1 + b)), log -1.47 at
-    b = 0.9; the same noise around a large common mean stays near 0. In between, in between."""
+def test_independent_noise_reads_zero_and_agreement_reads_its_ceiling():
+    """Gradients drawn afresh around zero each step: RMS(m) / RMS(g) -> sqrt((1 - b) / (1 + b)), where the value is
+    centred (0); the same noise around a large common mean reads near log sqrt((1 + b) / (1 - b)), 1.47 at b = 0.9.
+    In between, in between."""
     gen = torch.Generator().manual_seed(0)
     ema_noise, ema_mean, ema_mix = (torch.zeros(20_000, dtype=torch.float64) for _ in range(3))
     mean = torch.randn(20_000, generator=gen, dtype=torch.float64)
@@ -67,9 +69,10 @@ def test_independent_noise_reads_the_stationary_ratio_and_agreement_reads_near_z
         for ema, g in ((ema_noise, noise), (ema_mean, 10 * mean + noise), (ema_mix, mean + noise)):
             update_grad_ema(ema, g)
     b = GRAD_NOISE_BETA
-    assert _value(ema_noise, 100, noise) == pytest.approx(0.5 * math.log((1 - b) / (1 + b)), abs=0.03)
-    assert abs(_value(ema_mean, 100, 10 * mean + noise)) < 0.02
-    assert _value(ema_noise, 100, noise) < _value(ema_mix, 100, mean + noise) < -0.3
+    agree = 0.5 * math.log((1 + b) / (1 - b))
+    assert _value(ema_noise, 100, noise) == pytest.approx(0.0, abs=0.03)
+    assert _value(ema_mean, 100, 10 * mean + noise) == pytest.approx(agree, abs=0.02)
+    assert 0.3 < _value(ema_mix, 100, mean + noise) < agree - 0.3
 
 
 def test_no_update_or_a_zero_gradient_reads_zero():
@@ -130,15 +133,16 @@ def test_the_meta_trainer_keeps_the_same_ema_as_the_optimizer():
     assert torch.equal(theta["cells.0.w_ih"][:, :-1], base.theta["cells.0.w_ih"]) and not theta["cells.0.w_ih"][:, -1].any()
     silent = RuleWeights(config=target, theta=theta, card={}, name="silent", sha256="0" * 64)
     loud_theta = dict(theta, **{"cells.0.w_ih": theta["cells.0.w_ih"].clone()})
-    loud_theta["cells.0.w_ih"][:, -1] = 0.5 * torch.randn(80, generator=torch.Generator().manual_seed(0))
+    # small enough weights that the run is not chaotic: rounding differences (1e-5 at step 5) would otherwise grow
+    loud_theta["cells.0.w_ih"][:, -1] = 0.1 * torch.randn(80, generator=torch.Generator().manual_seed(0))
     loud = RuleWeights(config=target, theta=loud_theta, card={}, name="loud", sha256="1" * 64)
     task = make_task("mnist_mlp", data_root=str(mnist_root()), hidden=(20,), batch_size=32)
     problem_seed = 7
-    runs = {name: train(task.sample(problem_seed), lambda p, w=w: LearnedOptimizer(p, weights=w), 25)
+    runs = {name: train(task.sample(problem_seed), lambda p, w=w: LearnedOptimizer(p, weights=w), 20)
             for name, w in (("base", base), ("silent", silent), ("loud", loud))}
     assert torch.equal(runs["base"], runs["silent"])
     assert not torch.allclose(runs["base"], runs["loud"], rtol=1e-3)
-    rolled = rollout(loud.theta, target, task.sample(problem_seed), 25)
+    rolled = rollout(loud.theta, target, task.sample(problem_seed), 20)
     torch.testing.assert_close(rolled, runs["loud"], rtol=2e-3, atol=2e-4)
 
 
