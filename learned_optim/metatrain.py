@@ -390,7 +390,7 @@ def train_runs(
             updates, later_grads, unroll_loss = [], [], 0.0
             for k in range(length):
                 update, state = _rule_step(theta, grad, state, net, impl, optimizee.sizes, optimizee.params,
-                                   optimizee.noise_inputs(grad, net))
+                                           optimizee.noise_inputs(grad, net))
                 optimizee.apply(update)
                 loss, grad = optimizee.loss_and_grad(start + k + 1)
                 updates.append(update)
@@ -945,7 +945,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "updates (how deep the optimizee is)")
     group.add_argument("--grad-noise-input", action="store_true",
                        help="one more input per coordinate: log(RMS(m) / RMS(g)) of its tensor, m an EMA (0.9) of "
-                            "the gradient: near 0 when successive gradients agree, about -1.5 when they are noise")
+                            "the gradient, centred on noise: about 0 when successive gradients are independent noise, "
+                            "1.47 when they agree")
     group.add_argument("--relative-step", type=float, default=net_defaults.relative_step,
                        help="b in [0, 2]: each optimizee tensor's update times (RMS of its weights / RMS of all the "
                             "optimizee's weights)^b, the ratio clamped to [0.1, 10]; 0: off")

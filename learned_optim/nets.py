@@ -75,7 +75,7 @@ class NetConfig:
     tensor_rms_input: bool = False  # one more input: log(RMS_tensor / RMS_net) / p of the raw gradient, see features.py
     net_scale_input: bool = False  # one more input: how unequal the net's tensors' gradient scales are, see features.py
     tensor_count_input: bool = False  # one more input: log of how many tensors the step updates (depth), see features.py
-    grad_noise_input: bool = False  # one more input: log(RMS(EMA of g) / RMS(g)) per tensor (gradient noise), features.py
+    grad_noise_input: bool = False  # one more input: log(RMS(EMA of g) / RMS(g)) per tensor, centred (noise), features.py
     tensor_input_scale: float = 0.0  # the per-tensor inputs' log ratios times this; 0: divided by p (see features.py)
     relative_step: float = 0.0  # b: each tensor's update times (RMS(weights)_tensor / RMS(weights)_net)^b, features.py
     grad_relative_step: float = 0.0  # c: each tensor's update times (RMS(grad)_tensor / RMS(grad)_net)^c, features.py

@@ -129,8 +129,8 @@ class LearnedOptimizer(Optimizer):
             gradient, from the same per-tensor RMS; one with ``net_scale_input`` sees how unequal
             those are over the net, one with ``tensor_count_input`` log of how many tensors the
             step updates (those with a gradient; features.py), one with ``grad_noise_input``
-            log(RMS(m) / RMS(g)) of its tensor, m an EMA of the gradient kept in the state
-            (``grad_ema``, one number per coordinate). The C++ and Triton kernels take such inputs,
+            log(RMS(m) / RMS(g)) of its tensor centred on independent noise, m an EMA of the
+            gradient kept in the state (``grad_ema``, one number per coordinate). The C++ and Triton kernels take such inputs,
             constant over a tensor, as a shift of layer 0's gate biases.
         relative_step: b in [0, 2]: each tensor's update is multiplied by
             ``clamp(RMS(p) / RMS(net), 0.1, 10)^b``, RMS(net) over every parameter the step
