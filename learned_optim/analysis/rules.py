@@ -98,8 +98,8 @@ class LearnedRule(Rule):
     log(RMS_tensor / RMS_net) / p: ``tensor_rms_ratio`` (default 0, a tensor at the net's RMS); one with
     ``net_scale_input`` how unequal the net's tensors' scales are: ``net_scale`` (default 0, all at one scale); one
     with ``tensor_count_input`` log of how many tensors the net has: ``tensor_count`` (default 0, one tensor); one
-    with ``grad_noise_input`` log(RMS(EMA of g) / RMS(g)) of its tensor: ``grad_noise`` (default 0, successive
-    gradients that agree).
+    with ``grad_noise_input`` log(RMS(EMA of g) / RMS(g)) of its tensor, centred: ``grad_noise`` (default 0,
+    successive gradients that are independent noise; 1.47 when they agree).
     """
 
     def __init__(self, weights: "str | RuleWeights | None" = "default", dtype=torch.float64) -> None:

@@ -19,7 +19,7 @@ python -m learned_optim.metatrain --task mixture --family mlp-family-noisy --gra
     --epochs 16 --init-from pretrained/l2l-mlp-family-plus.safetensors --device cpu --data-root ../shared/data \
     --out runs/s30/noise.safetensors --resume >> runs/s30/noise.log
 # while it ran: snapshots of its current weights (epochs 6 and 11), on two small-batch nets and the base task
-#   python $S/session30/snapshot.py runs/s30/noise.ckpt.safetensors runs/s30/snapN.safetensors
+#   python $S/session29/snapshot.py runs/s30/noise.ckpt.safetensors runs/s30/snapN.safetensors
 #   python $S/session6/evaluate.py runs/s30/snapN.safetensors; python $S/session29/small_batch.py runs/s30/snapN.safetensors 20-relu-32 64-relu-64
 W=runs/s30/noise.safetensors   # committed as $S/session30/noise.safetensors
 python $S/session6/evaluate.py $W > $S/session30/evaluate_noise.out
