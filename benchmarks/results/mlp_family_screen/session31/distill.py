@@ -49,6 +49,8 @@ parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--clip", type=float, default=1.0)
 parser.add_argument("--steps", type=int, default=100)
 parser.add_argument("--no-count-input", action="store_true", help="the student without the tensor-count input")
+parser.add_argument("--init", default=None, help="start the student from this weight file (its architecture: A's "
+                    "with the count input, or A's with --no-count-input) instead of from A")
 parser.add_argument("--extra", default="[]", help="more members, a JSON list of [task, options] pairs (teacher: A)")
 parser.add_argument("--c", default=None, help="a third teacher, C, for the family's ReLU members at batch below 128 "
                     "(e.g. session 29's noisy.safetensors); without it those take A's steps")
@@ -62,6 +64,10 @@ C = load_weights(args.c) if args.c else None
 assert A.config == B.config and (C is None or C.config == A.config), "the teachers must share an architecture"
 S_config = A.config if args.no_count_input else dataclasses.replace(A.config, tensor_count_input=True)
 theta = widen(A.theta, A.config, S_config) if S_config != A.config else dict(A.theta)
+if args.init:
+    start_rule = load_weights(args.init)
+    assert start_rule.config == S_config, "--init must have the student's architecture"
+    theta = dict(start_rule.theta)
 theta = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
 meta_opt = torch.optim.Adam(theta.values(), lr=args.lr)
 

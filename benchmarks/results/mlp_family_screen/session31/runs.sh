@@ -23,3 +23,13 @@ python $S/session6/grid.py $S/session31/distill_plain.safetensors 1x20-relu,5x20
 # the quadratics' value) and a deeper net (T = 18); 10 passes per round for time
 X='[["linreg", {}], ["rosenbrock", {}], ["mnist_mlp", {"hidden": [16,16,16,16,16,16,16,16], "activation": "relu", "batch_size": 128}]]'
 python $S/session31/distill.py $D $E runs/s31/distill-anchor.safetensors --extra "$X" --problems 48 --rounds 3 --passes 10 > runs/s31/distill-anchor.out
+for n in anchor; do cp runs/s31/distill-$n.safetensors $S/session31/distill_$n.safetensors; cp runs/s31/distill-$n.json $S/session31/distill_$n.json; done
+python $S/session6/evaluate.py $S/session31/distill_anchor.safetensors > $S/session31/evaluate_anchor.out
+python $S/session6/grid.py $S/session31/distill_anchor.safetensors 1x20-relu,5x20,1x20,5x300 $S/session31/grid_anchor.jsonl
+# the count student given two more rounds with those members
+python $S/session31/distill.py $D $E runs/s31/distill-count-anchor.safetensors --init $S/session31/distill_count.safetensors \
+    --extra "$X" --problems 48 --rounds 2 --passes 8 > runs/s31/distill-count-anchor.out
+cp runs/s31/distill-count-anchor.safetensors $S/session31/distill_count_anchor.safetensors
+cp runs/s31/distill-count-anchor.json $S/session31/distill_count_anchor.json
+python $S/session6/evaluate.py $S/session31/distill_count_anchor.safetensors > $S/session31/evaluate_count_anchor.out
+python $S/session6/grid.py $S/session31/distill_count_anchor.safetensors 1x20-relu,5x20,1x20,5x300 $S/session31/grid_count_anchor.jsonl
