@@ -33,3 +33,5 @@ cp runs/s31/distill-count-anchor.safetensors $S/session31/distill_count_anchor.s
 cp runs/s31/distill-count-anchor.json $S/session31/distill_count_anchor.json
 python $S/session6/evaluate.py $S/session31/distill_count_anchor.safetensors > $S/session31/evaluate_count_anchor.out
 python $S/session6/grid.py $S/session31/distill_count_anchor.safetensors 1x20-relu,5x20,1x20,5x300 $S/session31/grid_count_anchor.jsonl
+python $S/session6/grid.py $S/session31/distill_count_anchor.safetensors 1x40,2x20,1x60,3x20,4x20,2x100,3x120,1x1000 $S/session31/grid_count_anchor.jsonl  # two processes in the session
+python $S/session29/grid_table.py $S/session31/grid_count_anchor.jsonl > $S/session31/grid_count_anchor_table.md
