@@ -205,6 +205,10 @@ def normalize_per_tensor(flat_grad: torch.Tensor, sizes, target: float, power: f
 # twin. With ``tensor_count_input`` every coordinate also sees log(T), T the number of tensors
 # the step updates (those with a gradient): 4 for a one-hidden-layer MLP with biases, 12 for
 # a five-layer one. A structure input, not a scale: it does not change as training goes on.
+# A rule reads T clipped to [tensor_count_min, tensor_count_max] (NetConfig): log T outside the
+# range its training members showed is a value it never saw (a one-tensor quadratic reads
+# log 1 = 0 where a rule trained on MLPs saw log 4 and up; session 32 of the screen), and the
+# clip makes it read the nearest value it did see.
 #
 # None of these says how noisy the gradient is: a rule trained at batch 128 takes steps about
 # four times too large on ReLU nets at batch 32-64 (session 28 of the mlp_family screen), where
@@ -328,6 +332,13 @@ def net_scale_spread(ratios, counts) -> "torch.Tensor | float":
     return net_rms(zip(ratios, counts))
 
 
+def clipped_tensor_count(count: int, config) -> int:
+    """The tensor count T as the count input reads it: clipped to [config.tensor_count_min, config.tensor_count_max]
+    (no upper bound where that is 0)."""
+    count = max(count, config.tensor_count_min)
+    return min(count, config.tensor_count_max) if config.tensor_count_max else count
+
+
 def tensor_input_values(stats, config, whole=None, noise=None) -> "list[tuple] | None":
     """The per-tensor inputs of a rule of ``config`` for tensors of ``stats`` (each tensor's (RMS, count) of its raw
     gradient): a tuple of ``config.tensor_inputs`` values per tensor (its tensor_rms_input value, then the net's
@@ -342,7 +353,7 @@ def tensor_input_values(stats, config, whole=None, noise=None) -> "list[tuple] |
         whole = net_rms(stats)
     ratios = [log_rms_ratio(rms, whole, config.tensor_input_divisor) for rms, _ in stats]
     spread = net_scale_spread(ratios, [n for _, n in stats]) if config.net_scale_input else None
-    count = (math.log(len(stats)),) * config.tensor_count_input
+    count = (math.log(clipped_tensor_count(len(stats), config)),) * config.tensor_count_input
     noise = noise if config.grad_noise_input else [None] * len(stats)
     return [(c,) * config.tensor_rms_input + (spread,) * config.net_scale_input + count
             + (v,) * config.grad_noise_input for c, v in zip(ratios, noise)]

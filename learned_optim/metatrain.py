@@ -119,8 +119,9 @@ RESUMABLE_CHANGES = ("epochs", "keep")  # recipe fields a resumed run may change
 
 def _adds_tensor_inputs(source: NetConfig, target: NetConfig) -> bool:
     """Whether ``target`` is ``source`` with per-tensor inputs switched on and / or fed at another
-    ``tensor_input_scale``, nothing else changed (and differing at all)."""
-    plain = {**{name: False for name in nets.TENSOR_INPUTS}, "tensor_input_scale": 0.0}
+    ``tensor_input_scale`` (and the count input's range set), nothing else changed (and differing at all)."""
+    plain = {**{name: False for name in nets.TENSOR_INPUTS}, "tensor_input_scale": 0.0, "tensor_count_min": 1,
+             "tensor_count_max": 0}
     return (source != target and dataclasses.replace(source, **plain) == dataclasses.replace(target, **plain)
             and all(getattr(target, name) for name in nets.TENSOR_INPUTS if getattr(source, name)))
 
@@ -943,6 +944,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--tensor-count-input", action="store_true",
                        help="one more input, the same for every coordinate: log of the number of tensors the step "
                             "updates (how deep the optimizee is)")
+    group.add_argument("--tensor-count-range", type=int, nargs=2, metavar=("MIN", "MAX"),
+                       default=(net_defaults.tensor_count_min, net_defaults.tensor_count_max),
+                       help="the count input reads T clipped to [MIN, MAX] (MAX 0: no upper bound); set it to the "
+                            "tensor counts the task distribution shows, so that a net outside them reads a value the "
+                            "rule saw (default 1 0: unclipped)")
     group.add_argument("--grad-noise-input", action="store_true",
                        help="one more input per coordinate: log(RMS(m) / RMS(g)) of its tensor, m an EMA (0.9) of "
                             "the gradient, centred on noise: about 0 when successive gradients are independent noise, "
@@ -998,6 +1004,8 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         tensor_rms_input=args.tensor_rms_input,
         net_scale_input=args.net_scale_input,
         tensor_count_input=args.tensor_count_input,
+        tensor_count_min=args.tensor_count_range[0],
+        tensor_count_max=args.tensor_count_range[1],
         grad_noise_input=args.grad_noise_input,
         tensor_input_scale=args.tensor_input_scale,
         relative_step=args.relative_step,

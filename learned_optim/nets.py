@@ -76,6 +76,8 @@ class NetConfig:
     net_scale_input: bool = False  # one more input: how unequal the net's tensors' gradient scales are, see features.py
     tensor_count_input: bool = False  # one more input: log of how many tensors the step updates (depth), see features.py
     grad_noise_input: bool = False  # one more input: log(RMS(EMA of g) / RMS(g)) per tensor, centred (noise), features.py
+    tensor_count_min: int = 1  # the count input reads log(T) for T clipped to [tensor_count_min, tensor_count_max]
+    tensor_count_max: int = 0  # 0: no upper bound; see features.py
     tensor_input_scale: float = 0.0  # the per-tensor inputs' log ratios times this; 0: divided by p (see features.py)
     relative_step: float = 0.0  # b: each tensor's update times (RMS(weights)_tensor / RMS(weights)_net)^b, features.py
     grad_relative_step: float = 0.0  # c: each tensor's update times (RMS(grad)_tensor / RMS(grad)_net)^c, features.py
@@ -110,6 +112,11 @@ class NetConfig:
         for name in TENSOR_INPUTS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be True or False)")
+        low, high = self.tensor_count_min, self.tensor_count_max
+        if not (isinstance(low, int) and not isinstance(low, bool) and low >= 1):
+            raise ValueError(f"Invalid tensor_count_min: {low!r} (must be an int >= 1)")
+        if not (isinstance(high, int) and not isinstance(high, bool) and (high == 0 or high >= low)):
+            raise ValueError(f"Invalid tensor_count_max: {high!r} (must be 0, no bound, or an int >= tensor_count_min)")
 
     @property
     def input_size(self) -> int:
@@ -143,6 +150,9 @@ class NetConfig:
             del data["tensor_input_scale"]
         for name in ("tensor_count_input", "grad_noise_input"):  # likewise for the inputs added later
             if not getattr(self, name):
+                del data[name]
+        for name, unbounded in (("tensor_count_min", 1), ("tensor_count_max", 0)):  # and the count's bounds
+            if data[name] == unbounded:
                 del data[name]
         return data
 

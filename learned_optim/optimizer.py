@@ -128,7 +128,8 @@ class LearnedOptimizer(Optimizer):
             beside each coordinate's gradient, log(RMS_tensor / RMS_net) / p of its tensor's raw
             gradient, from the same per-tensor RMS; one with ``net_scale_input`` sees how unequal
             those are over the net, one with ``tensor_count_input`` log of how many tensors the
-            step updates (those with a gradient; features.py), one with ``grad_noise_input``
+            step updates (those with a gradient, clipped to the card's tensor_count_min /
+            tensor_count_max; features.py), one with ``grad_noise_input``
             log(RMS(m) / RMS(g)) of its tensor centred on independent noise, m an EMA of the
             gradient kept in the state (``grad_ema``, one number per coordinate). The C++ and Triton kernels take such inputs,
             constant over a tensor, as a shift of layer 0's gate biases.

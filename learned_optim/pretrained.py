@@ -116,6 +116,18 @@ def resolve(spec: str | os.PathLike | None) -> tuple[str, Path]:
     )
 
 
+def weights_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """A safetensors blob of ``tensors`` and ``metadata`` whose bytes depend on nothing else: safetensors writes the
+    header's keys in its hash map's order, which changes from process to process, so the same weights written twice
+    would hash apart. The header is rewritten with sorted keys (padded with spaces to 8 bytes, as the format allows);
+    the tensors' bytes and offsets are safetensors' own."""
+    data = save_safetensors_bytes(dict(tensors), metadata=dict(metadata))
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data[8 + length :]
+
+
 def header_metadata(data: bytes, where: Path) -> dict[str, str]:
     """The __metadata__ of a safetensors blob, read without the safetensors parser."""
     if len(data) < 8:
@@ -238,7 +250,7 @@ def save_weights(
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in theta.items()}
     _check_theta(tensors, config, str(path))
     metadata = {"format": FORMAT, "architecture": json.dumps(config.to_dict(), sort_keys=True)}
-    data = save_safetensors_bytes(tensors, metadata=metadata)
+    data = weights_bytes(tensors, metadata)
     digest = hashlib.sha256(data).hexdigest()
     full_card = {"format": FORMAT, **dict(card or {}), "architecture": config.to_dict(), "sha256": digest}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +265,7 @@ def random_weights(config: NetConfig | None = None, seed: int = 0) -> RuleWeight
 
     config = config or NetConfig()
     theta = init_theta(config, torch.Generator().manual_seed(seed))
-    data = save_safetensors_bytes(theta, metadata={"format": FORMAT, "architecture": json.dumps(config.to_dict())})
+    data = weights_bytes(theta, {"format": FORMAT, "architecture": json.dumps(config.to_dict())})
     digest = hashlib.sha256(data).hexdigest()
     card = {"format": FORMAT, "architecture": config.to_dict(), "sha256": digest, "description": f"random init, seed {seed}"}
     return RuleWeights(config=config, theta=theta, card=card, name=f"random-{seed}", sha256=digest)

@@ -212,3 +212,20 @@ def test_listing_skips_checkpoints_and_resolves_aliases(tmp_path, monkeypatch):
     assert load_weights("default").config == config
     with pytest.raises(ValueError, match="Available pretrained weights: default, rule-a"):
         load_weights("rule-b")
+
+
+def test_the_same_weights_are_written_as_the_same_bytes(tmp_path):
+    """safetensors orders its header by a hash map seeded per process: save_weights sorts it, so that the same rule
+    written by two processes hashes the same (a reproduced rule can be checked by its sha256), and it still loads."""
+    code = ("import sys, torch; from learned_optim import NetConfig, save_weights; from learned_optim.nets import "
+            "init_theta; c = NetConfig(hidden_size=6, tensor_count_input=True, tensor_count_min=4); "
+            "print(save_weights(sys.argv[1], init_theta(c, torch.Generator().manual_seed(0)), c, {'name': 'x'}).sha256)")
+    digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path / f"r{i}.safetensors")], capture_output=True,
+                              text=True, check=True, cwd=REPO).stdout.strip() for i in range(5)}
+    assert len(digests) == 1
+    data = (tmp_path / "r0.safetensors").read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    assert length % 8 == 0
+    header = json.loads(data[8 : 8 + length])
+    assert list(header) == sorted(header) and list(header["__metadata__"]) == ["architecture", "format"]
+    assert load_weights(tmp_path / "r0.safetensors").config.tensor_count_min == 4

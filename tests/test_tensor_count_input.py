@@ -96,3 +96,74 @@ def test_widening_adds_a_zero_column_and_a_rescale_leaves_the_count_alone():
     w = widen(with_count, target, rescaled)["cells.0.w_ih"]
     torch.testing.assert_close(w[:, 2], wide[:, 2] * 0.2)
     assert torch.equal(w[:, 3], torch.ones(80))
+
+
+@settings(deadline=None, max_examples=40)
+@given(n=st.integers(1, 40), low=st.integers(1, 12), span=st.integers(-1, 20))
+def test_the_count_is_clipped_to_the_rules_range(n, low, span):
+    """The column reads log of T clipped to [tensor_count_min, tensor_count_max] (max 0: no upper bound): the
+    value an unclipped rule reads at the nearest T inside the range."""
+    high = 0 if span < 0 else low + span
+    config = NetConfig(tensor_count_input=True, tensor_count_min=low, tensor_count_max=high)
+    column = tensor_input_columns(torch.ones(n, dtype=torch.float64), [1] * n, config)[:, -1]
+    expect = max(n, low) if high == 0 else min(max(n, low), high)
+    torch.testing.assert_close(column, torch.full((n,), math.log(expect), dtype=torch.float64))
+    # an unbounded rule reads log T itself
+    plain = tensor_input_columns(torch.ones(n, dtype=torch.float64), [1] * n, NetConfig(tensor_count_input=True))
+    torch.testing.assert_close(plain[:, -1], torch.full((n,), math.log(n), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
+def test_a_clipped_rule_steps_on_a_small_net_as_an_unclipped_one_at_the_bound(implementation):
+    """small_model has seven tensors: a rule clipped to at least 9 takes the steps the same weights take unclipped
+    on a net it reads as nine tensors (the biases shifted by log(9 / 7) of the count column), and a rule clipped to
+    [1, 7] or [7, 0] the unclipped steps."""
+    rule = random_weights(NetConfig(**COUNT), seed=5)
+    unclipped = _depth_steps(implementation, rule, frozen=False)
+    for low, high in ((1, 7), (7, 0), (2, 30)):
+        same = dataclasses.replace(rule, config=dataclasses.replace(rule.config, tensor_count_min=low,
+                                                                      tensor_count_max=high), sha256="3" * 64)
+        torch.testing.assert_close(_depth_steps(implementation, same, frozen=False), unclipped, rtol=1e-5, atol=1e-8)
+    floor = dataclasses.replace(rule, config=dataclasses.replace(rule.config, tensor_count_min=9), sha256="4" * 64)
+    clipped = _depth_steps(implementation, floor, frozen=False)
+    assert not torch.allclose(clipped, unclipped, rtol=1e-4, atol=1e-7)
+    theta = dict(rule.theta)
+    theta["cells.0.b"] = theta["cells.0.b"] + theta["cells.0.w_ih"][:, -1] * math.log(9 / 7)
+    shifted = dataclasses.replace(rule, theta=theta, sha256="5" * 64)
+    torch.testing.assert_close(clipped, _depth_steps(implementation, shifted, frozen=False), rtol=1e-5, atol=1e-8)
+    ceiling = dataclasses.replace(rule, config=dataclasses.replace(rule.config, tensor_count_max=5), sha256="6" * 64)
+    theta = dict(rule.theta)
+    theta["cells.0.b"] = theta["cells.0.b"] + theta["cells.0.w_ih"][:, -1] * math.log(5 / 7)
+    torch.testing.assert_close(_depth_steps(implementation, ceiling, frozen=False),
+                               _depth_steps(implementation, dataclasses.replace(rule, theta=theta, sha256="7" * 64),
+                                            frozen=False), rtol=1e-5, atol=1e-8)
+
+
+def test_the_range_travels_in_the_card_and_the_metatrain_flag(tmp_path):
+    config = NetConfig(**COUNT, tensor_count_min=4, tensor_count_max=12)
+    rule = random_weights(config, seed=1)
+    save_weights(tmp_path / "r.safetensors", rule.theta, rule.config, card={"name": "r"})
+    assert load_weights(str(tmp_path / "r.safetensors")).config == config
+    assert config.to_dict()["tensor_count_min"] == 4 and config.to_dict()["tensor_count_max"] == 12
+    # an unclipped rule's card is written as before the fields existed
+    assert "tensor_count_min" not in NetConfig(**COUNT).to_dict() and "tensor_count_max" not in NetConfig().to_dict()
+    parser = build_parser()
+    out = ["--task", "two_moons", "--out", str(tmp_path / "x.safetensors"), "--tensor-count-input"]
+    net = config_from_args(parser.parse_args(out + ["--tensor-count-range", "4", "10"])).net
+    assert (net.tensor_count_min, net.tensor_count_max) == (4, 10)
+    assert (config_from_args(parser.parse_args(out)).net.tensor_count_min, NetConfig().tensor_count_max) == (1, 0)
+    for bad in (dict(tensor_count_min=0), dict(tensor_count_min=True), dict(tensor_count_min=5, tensor_count_max=4),
+                dict(tensor_count_max=-1), dict(tensor_count_min=2.0)):
+        with pytest.raises(ValueError, match="Invalid tensor_count_m"):
+            NetConfig(**bad)
+
+
+def test_the_analysis_rule_reads_one_tensor_in_the_rules_range():
+    """The analysis form's default count input is one tensor as the rule reads it: log 1 = 0 unclipped, log of the
+    lower bound for a rule clipped above one (record() of analyze sets the net's own value)."""
+    from learned_optim.analysis import LearnedRule
+
+    plain = random_weights(NetConfig(**COUNT), seed=1)
+    assert LearnedRule(plain).tensor_count == 0.0
+    clipped = random_weights(NetConfig(**COUNT, tensor_count_min=4, tensor_count_max=10), seed=1)
+    assert LearnedRule(clipped).tensor_count == pytest.approx(math.log(4))

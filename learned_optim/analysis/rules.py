@@ -12,10 +12,12 @@ so for momentum h' = βh + g and Δx = −α h'.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import nets
-from ..features import rule_inputs
+from ..features import clipped_tensor_count, rule_inputs
 from ..pretrained import RuleWeights, load_weights
 
 
@@ -97,7 +99,8 @@ class LearnedRule(Rule):
     A rule with ``tensor_rms_input`` also sees where the coordinate's tensor sits in the net,
     log(RMS_tensor / RMS_net) / p: ``tensor_rms_ratio`` (default 0, a tensor at the net's RMS); one with
     ``net_scale_input`` how unequal the net's tensors' scales are: ``net_scale`` (default 0, all at one scale); one
-    with ``tensor_count_input`` log of how many tensors the net has: ``tensor_count`` (default 0, one tensor); one
+    with ``tensor_count_input`` log of how many tensors the net has: ``tensor_count`` (default log of one tensor clipped to the rule's
+    range: 0 unless its tensor_count_min is above 1); one
     with ``grad_noise_input`` log(RMS(EMA of g) / RMS(g)) of its tensor, centred: ``grad_noise`` (default 0,
     successive gradients that are independent noise; 1.47 when they agree).
     """
@@ -110,7 +113,7 @@ class LearnedRule(Rule):
         self.name = self.weights.name
         self.tensor_rms_ratio = 0.0
         self.net_scale = 0.0
-        self.tensor_count = 0.0
+        self.tensor_count = math.log(clipped_tensor_count(1, self.config))
         self.grad_noise = 0.0
 
     @property

@@ -4,7 +4,7 @@ outside the evaluation range: mean final training loss at 100 / 200 steps of the
 
     PYTHONPATH=. python benchmarks/results/mlp_family_screen/session28/heldout.py A B W NET [NET ...]
 
-NET: UNITS-ACTIVATION-BATCH, e.g. 32-relu-256. Run from the repository root, one thread.
+NET: UNITS-ACTIVATION-BATCH, e.g. 32-relu-256 (UNITS x-separated for more hidden layers: 16x16x16-relu-128). Run from the repository root, one thread.
 """
 import sys
 import time
@@ -22,12 +22,13 @@ SEEDS = range(20000, 20020)  # EVAL_SEEDS is range(10000): none of these is an e
 
 
 def held_out(factories, nets):
-    """For each NET (UNITS-ACTIVATION-BATCH), every factory's mean final loss at 100 / 200 steps over SEEDS, printed as
+    """For each NET (UNITS-ACTIVATION-BATCH, UNITS one width or several joined by x), every factory's mean final loss at 100 / 200 steps over SEEDS, printed as
     the first factory's (the reference) and the others' ratios to it."""
     reference = next(iter(factories))
     for net in nets:
         units, activation, batch = net.split("-")
-        task = make_task("mnist_mlp", data_root="../shared/data", hidden=(int(units),), activation=activation,
+        task = make_task("mnist_mlp", data_root="../shared/data", hidden=tuple(map(int, units.split("x"))),
+                         activation=activation,
                          batch_size=int(batch))
         start, finals = time.time(), {}
         for name, factory in factories.items():
