@@ -46,9 +46,13 @@ LEVERS: dict[str, tuple[str, dict]] = {
                     "mlp-family-plus (mlp-family and four small sigmoid nets) over whole 100-step runs (30 + 60 CPU epochs; "
                     "mlp_family_screen/session15-18)",
                     dict(weights="benchmarks/results/mlp_family_screen/session18/famplus-u100c.safetensors")),
-    "family-plus-30": ("l2l-mlp-family-plus, the default (famplus-u100b in mlp_family_screen/session16-17): the "
+    "family-plus-30": ("l2l-mlp-family-plus, the default from session 21 to 31 (famplus-u100b in mlp_family_screen/session16-17): the "
                        "family-plus rule 30 epochs earlier, after 30 + 30 whole-run CPU epochs from l2l-mlp-family",
                        dict(weights="l2l-mlp-family-plus")),
+    "distill": ("l2l-mlp-distill, the default since session 32: l2l-mlp-family-plus distilled toward a composition "
+                "with a 1x24-sigmoid specialist's steps on one-hidden-layer sigmoid nets (python -m learned_optim.distill "
+                "on mlp-family-plus, a tensor-count input clipped to T >= 4; its card holds the recipe)",
+                dict(weights="l2l-mlp-distill")),
 }
 SHIPPED_KEY = "LearnedOptimizer (l2l-mnist)"  # how deep_wide names its runs of the report's rule
 

@@ -56,7 +56,7 @@ def test_bad_recipes_are_refused(bad):
 
 
 def test_the_student_reads_the_count_in_its_range():
-    base = load_weights("default").config
+    base = load_weights("l2l-mlp-family-plus").config
     net = student_config(base, DistillConfig(tensor_count_min=4, tensor_count_max=10))
     assert net.tensor_count_input and (net.tensor_count_min, net.tensor_count_max) == (4, 10)
     assert dataclasses.replace(net, tensor_count_input=False, tensor_count_min=1, tensor_count_max=0) == base
@@ -75,7 +75,7 @@ def test_the_student_starts_as_the_base_rule_and_learns_the_routed_steps():
     """Round 0 follows the teacher: the widened student's error on members taught the base rule's steps is zero up
     to rounding, and on the routed members (taught twice the base rule's first-layer steps) it is not; training
     passes lower the routed error on the pool."""
-    base = load_weights("default")
+    base = load_weights("l2l-mlp-family-plus")
     torch.manual_seed(0)
     distiller = Distiller(base, _doubled(base), DistillConfig(**TINY))
     distiller.round(0)
@@ -101,18 +101,18 @@ def test_the_student_starts_as_the_base_rule_and_learns_the_routed_steps():
 
 @needs_mnist
 def test_the_command_writes_a_rule_with_its_recipe(tmp_path, capsys):
-    base = load_weights("default")
+    base = load_weights("l2l-mlp-family-plus")
     special = _doubled(base)
     save_weights(tmp_path / "special.safetensors", special.theta, special.config, card={"name": "special"})
     out = tmp_path / "student.safetensors"
-    argv = ["--base", "default", "--specialist", str(tmp_path / "special.safetensors"), "--out", str(out),
+    argv = ["--base", "l2l-mlp-family-plus", "--specialist", str(tmp_path / "special.safetensors"), "--out", str(out),
             "--family", "mlp-shallow", "--problems", "3", "--rounds", "2", "--passes", "1", "--coords", "30",
             "--steps", "3", "--tensor-count-range", "4", "10", "--output-weight", "0.5"]
     assert main(argv) == 0
     rule = load_weights(str(out))
     assert rule.config.tensor_count_input and (rule.config.tensor_count_min, rule.config.tensor_count_max) == (4, 10)
     card = json.loads(out.with_suffix("").with_suffix(".json").read_text())
-    assert card["command"].startswith("python -m learned_optim.distill --base default")
+    assert card["command"].startswith("python -m learned_optim.distill --base l2l-mlp-family-plus")
     recipe = card["distill"]["recipe"]
     assert (recipe["output_weight"], recipe["rounds"], recipe["family"]) == (0.5, 2, "mlp-shallow")
     assert card["distill"]["base_sha256"] == base.sha256 and len(card["distill"]["log"]) == 2
@@ -126,7 +126,7 @@ def test_the_command_writes_a_rule_with_its_recipe(tmp_path, capsys):
 @pytest.mark.parametrize("extra", [["--family", "nope"], ["--output-weight", "2"], ["--extra", "{"],
                                    ["--specialist", "no-such-rule"]])
 def test_bad_command_lines_exit_2(tmp_path, extra, capsys):
-    argv = ["--base", "default", "--specialist", "default", "--out", str(tmp_path / "s.safetensors"),
+    argv = ["--base", "l2l-mlp-family-plus", "--specialist", "l2l-mlp-family-plus", "--out", str(tmp_path / "s.safetensors"),
             "--problems", "1", "--rounds", "1", "--passes", "0", "--steps", "1"] + extra
     with pytest.raises(SystemExit) as exc:
         main(argv)

@@ -15,7 +15,9 @@ from learned_optim import LearnedOptimizer, NetConfig, list_pretrained, load_wei
 from learned_optim.nets import init_theta
 from learned_optim.pretrained import card_path, pretrained_dir
 
-CARD_FIELDS = ("architecture", "task", "metatrain", "validation", "package_version", "created", "wall_time_s", "sha256", "command")
+CARD_FIELDS = ("architecture", "task", "validation", "package_version", "created", "wall_time_s", "sha256", "command")
+# how a shipped rule was made: the card's recipe field and the command that reproduces it
+MAKERS = {"metatrain": "python -m learned_optim.metatrain", "distill": "python -m learned_optim.distill"}
 
 
 @pytest.fixture
@@ -119,19 +121,21 @@ def test_unknown_name_lists_available():
 
 def test_shipped_rules_load_with_complete_cards():
     shipped = list_pretrained()
-    assert {"l2l-quadratic", "l2l-mnist", "l2l-mlp-family", "l2l-mlp-family-plus", "default"} <= shipped.keys()
+    assert {"l2l-quadratic", "l2l-mnist", "l2l-mlp-family", "l2l-mlp-family-plus", "l2l-mlp-distill",
+            "default"} <= shipped.keys()
     assert "alias_of" in shipped["default"]
     for name, card in shipped.items():
         for field in CARD_FIELDS:
             assert field in card, (name, field)
         rule = load_weights(name)
         assert rule.sha256 == card["sha256"]
-        assert card["command"].startswith("python -m learned_optim.metatrain")
+        (maker,) = [m for m in MAKERS if m in card]  # one recipe, and the command of its maker
+        assert card["command"].startswith(MAKERS[maker]), name
         assert card["validation"]["history"]
     assert load_weights("default").sha256 == load_weights(shipped["default"]["alias_of"]).sha256
 
 
-@pytest.mark.parametrize("name", ["default", "l2l-mnist", "l2l-mlp-family", "l2l-mlp-family-plus"])
+@pytest.mark.parametrize("name", ["default", "l2l-mnist", "l2l-mlp-family", "l2l-mlp-family-plus", "l2l-mlp-distill"])
 def test_shipped_rules_reduce_the_loss_of_a_small_model(name):
     model = small_model(seed=3)
     opt = LearnedOptimizer(model.parameters(), weights=name)
