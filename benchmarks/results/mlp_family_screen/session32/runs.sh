@@ -40,3 +40,4 @@ python -m benchmarks.levers --levers distill --cells 1x1000,5x300,2x100,3x120,5x
 python -m benchmarks.levers --levers l2l-mnist,family-plus-30,distill --reuse-reports --report levers_distill --data-root ../shared/data
 python -m benchmarks.base_tasks --data-root ../shared/data
 python -m learned_optim.analyze l2l-mlp-distill --task mnist_mlp --search-samples 20 --data-root ../shared/data --out benchmarks/results/analysis/l2l-mlp-distill
+python -m benchmarks.step_cost --weights l2l-mlp-distill --out benchmarks/results/step_cost_rules/l2l-mlp-distill  # CPU idle
