@@ -39,7 +39,7 @@ import torch
 
 from . import __version__, nets
 from .features import normalize_per_tensor, rule_inputs, tensor_input_columns
-from .metatrain import TRAIN_SEED_START, _Optimizee, _rule_step, cell_impl, rollout, widen
+from .metatrain import TRAIN_SEED_START, _Optimizee, _rule_step, add_tensor_count_range, cell_impl, rollout, widen
 from .pretrained import RuleWeights, load_weights, save_weights
 from .tasks import FAMILIES, VALIDATION_SEEDS, make_task
 
@@ -104,6 +104,12 @@ def teacher_update(u_base: torch.Tensor, u_special: torch.Tensor, sizes: Sequenc
         w = 1.0 if i < 2 else output_weight if i >= n - 2 else 0.0
         pieces.append((1 - w) * a + w * b)
     return torch.cat(pieces)
+
+
+def _route_means(pairs: Sequence[tuple[bool, float]], empty: float) -> dict[str, float]:
+    """Mean of the values of (routed, value) pairs on routed runs and on the others (``empty`` where none)."""
+    mean = lambda v: sum(v) / len(v) if v else empty  # noqa: E731
+    return {"routed": mean([v for r, v in pairs if r]), "others": mean([v for r, v in pairs if not r])}
 
 
 def student_config(base: nets.NetConfig, config: DistillConfig) -> nets.NetConfig:
@@ -195,9 +201,7 @@ class Distiller:
     def errors(self, items: Sequence[dict[str, Any]]) -> dict[str, float]:
         """The student's mean loss on routed runs and on the others (nan where none)."""
         with torch.no_grad():
-            values = [(item["route"], float(self.loss(item))) for item in items]
-        mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
-        return {"routed": mean([e for r, e in values if r]), "others": mean([e for r, e in values if not r])}
+            return _route_means([(item["route"], float(self.loss(item))) for item in items], empty=float("nan"))
 
     def validate(self) -> float:
         """The student's mean sum of losses over ``steps`` steps on the family's first ``val_problems`` validation
@@ -225,7 +229,7 @@ class Distiller:
         self.pool += finite
         params = list(self.theta.values())
         for p in range(self.config.passes):
-            start, errs = time.time(), {True: [], False: []}
+            start, errs = time.time(), []
             for k in torch.randperm(len(self.pool)).tolist():
                 self.meta_opt.zero_grad(set_to_none=True)
                 loss = self.loss(self.pool[k])
@@ -235,10 +239,8 @@ class Distiller:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, self.config.clip)
                 self.meta_opt.step()
-                errs[self.pool[k]["route"]].append(float(loss.detach()))
-            mean = lambda v: sum(v) / max(1, len(v))  # noqa: E731
-            record = {"round": index, "pass": p, "routed": mean(errs[True]), "others": mean(errs[False]),
-                      "seconds": round(time.time() - start)}
+                errs.append((self.pool[k]["route"], float(loss.detach())))
+            record = {"round": index, "pass": p, **_route_means(errs, empty=0.0), "seconds": round(time.time() - start)}
             self.log.append(record)
             print(json.dumps(record), file=out, flush=True)
         self.history.append({"round": index, "val": self.validate(), "seconds": round(time.time() - clock, 1)})
@@ -310,9 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--route-activation", default=d.route_activation)
     parser.add_argument("--output-weight", type=float, default=d.output_weight)
     parser.add_argument("--no-count-input", action="store_true", help="a student without the tensor-count input")
-    parser.add_argument("--tensor-count-range", type=int, nargs=2, metavar=("MIN", "MAX"),
-                        default=(d.tensor_count_min, d.tensor_count_max),
-                        help="the count input reads T clipped to [MIN, MAX] (MAX 0: no upper bound)")
+    add_tensor_count_range(parser)
     for field in ("problems", "rounds", "passes", "coords", "steps", "seed", "val_problems"):
         parser.add_argument("--" + field, type=int, default=getattr(d, field))
     parser.add_argument("--lr", type=float, default=d.lr)

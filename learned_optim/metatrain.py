@@ -873,6 +873,16 @@ def _positive_ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def add_tensor_count_range(parser) -> None:
+    """``--tensor-count-range MIN MAX`` (NetConfig.tensor_count_min / max), for metatrain's and distill's parsers."""
+    net = NetConfig()
+    parser.add_argument("--tensor-count-range", type=int, nargs=2, metavar=("MIN", "MAX"),
+                        default=(net.tensor_count_min, net.tensor_count_max),
+                        help="the count input reads T clipped to [MIN, MAX] (MAX 0: no upper bound); set it to the "
+                             "tensor counts the task distribution shows, so that a net outside them reads a value the "
+                             "rule saw (default 1 0: unclipped)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m learned_optim.metatrain", description=__doc__.split("\n\n")[0])
     defaults, net_defaults = MetaTrainConfig(), NetConfig()
@@ -944,11 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--tensor-count-input", action="store_true",
                        help="one more input, the same for every coordinate: log of the number of tensors the step "
                             "updates (how deep the optimizee is)")
-    group.add_argument("--tensor-count-range", type=int, nargs=2, metavar=("MIN", "MAX"),
-                       default=(net_defaults.tensor_count_min, net_defaults.tensor_count_max),
-                       help="the count input reads T clipped to [MIN, MAX] (MAX 0: no upper bound); set it to the "
-                            "tensor counts the task distribution shows, so that a net outside them reads a value the "
-                            "rule saw (default 1 0: unclipped)")
+    add_tensor_count_range(group)
     group.add_argument("--grad-noise-input", action="store_true",
                        help="one more input per coordinate: log(RMS(m) / RMS(g)) of its tensor, m an EMA (0.9) of "
                             "the gradient, centred on noise: about 0 when successive gradients are independent noise, "
