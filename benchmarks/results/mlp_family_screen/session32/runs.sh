@@ -41,3 +41,4 @@ python -m benchmarks.levers --levers l2l-mnist,family-plus-30,distill --reuse-re
 python -m benchmarks.base_tasks --data-root ../shared/data
 python -m learned_optim.analyze l2l-mlp-distill --task mnist_mlp --search-samples 20 --data-root ../shared/data --out benchmarks/results/analysis/l2l-mlp-distill
 python -m benchmarks.step_cost --weights l2l-mlp-distill --out benchmarks/results/step_cost_rules/l2l-mlp-distill  # CPU idle
+python $S/session32/base_pairs.py > $S/session32/base_pairs.out  # paired, from the rerun base_tasks.json
