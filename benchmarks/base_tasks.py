@@ -15,18 +15,16 @@ Adam at its default learning rate (1e-3) is shown too: the swap a user makes.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-from learned_optim import LearnedOptimizer, list_pretrained, load_weights
+from learned_optim import LearnedOptimizer, load_weights, pretrained_card
+from learned_optim.pretrained import shipped_names
 from learned_optim.baselines import BASELINES, LR_GRID, baseline, compare, tune_lr
 from learned_optim.tasks import EVAL_SEEDS, TUNING_SEEDS, DataNotFoundError, make_task
 
-from .common import DEFAULT_OUT, fmt, markdown_table, mean_se, plot_curves, progress, provenance, write_json
+from .common import add_out_argument, resolve_out, fmt, markdown_table, mean_se, plot_curves, progress, provenance, write_json
 
 # sum of losses over 100 steps reported by the public PyTorch reproduction (see the README)
 REFERENCE = {
@@ -42,8 +40,10 @@ ANALYSIS_TASKS = ("linreg", "rosenbrock", "two_moons", "mnist_cnn")
 
 
 def shipped_rules() -> list[str]:
-    return [name for name, card in list_pretrained().items()
-            if "alias_of" not in card and card.get("metatrain", {}).get("task") not in ANALYSIS_TASKS]
+    """The shipped rules for these tasks: not the intermediate ones, nor those made for the analysis tasks."""
+    cards = {name: pretrained_card(name) for name in shipped_names()}
+    return [name for name, card in cards.items()
+            if not card.get("intermediate_of") and card.get("metatrain", {}).get("task") not in ANALYSIS_TASKS]
 
 
 def run_task(task_name: str, rules: list[str], args) -> dict:
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.base_tasks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small version for smoke tests")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    add_out_argument(parser)
     parser.add_argument("--tasks", default="quadratic,mnist_mlp")
     parser.add_argument("--weights", default=None, help="comma-separated rules (default: every shipped rule)")
     parser.add_argument("--eval-seeds", type=int, default=100)
@@ -123,6 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
+    resolve_out(args)
     if args.quick:
         args.eval_seeds, args.tune_seeds, args.steps = min(args.eval_seeds, 3), min(args.tune_seeds, 2), min(args.steps, 15)
     started = time.perf_counter()

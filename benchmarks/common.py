@@ -19,6 +19,26 @@ import torch
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
+def add_out_argument(parser) -> None:
+    """``--out DIR``: where the result files go (default: benchmarks/results/, which the docs cite; under --quick a
+    new temporary folder, so that a smoke test never overwrites the committed results)."""
+    parser.add_argument("--out", default=None, help="folder for the result files (default: benchmarks/results; "
+                        "with --quick a new temporary folder)")
+
+
+def resolve_out(args) -> str:
+    """The folder ``add_out_argument``'s flag comes to (and says where a --quick run writes)."""
+    if args.out is None:
+        if getattr(args, "quick", False):
+            import tempfile
+
+            args.out = tempfile.mkdtemp(prefix="learned_optim-quick-")
+            print(f"--quick: writing to {args.out}", file=sys.stderr)
+        else:
+            args.out = str(DEFAULT_OUT)
+    return args.out
+
+
 def git_commit() -> str:
     """HEAD, with "+dirty" where tracked files other than the results and the docs differ from it."""
     try:
@@ -105,7 +125,7 @@ def fmt(mean: float, se: float, digits: int = 3) -> str:
 
 
 def grid_summary(final_losses: dict[str, tuple[float, float, float]]) -> dict[str, Any]:
-    """cell -> (learned, tuned Adam, Adam at 1e-3) mean final losses: how a rule fares on a grid (issue 5's terms:
+    """cell -> (learned, tuned Adam, Adam at 1e-3) mean final losses: how a rule fares on a grid (the grid target's terms:
     "at most tuned Adam's" counts ties as wins; "beats Adam at 1e-3" is strictly below; a non-finite loss is ratio inf)."""
     ratios = {cell: mine / tuned if math.isfinite(mine) else float("inf") for cell, (mine, tuned, _) in final_losses.items()}
     return {

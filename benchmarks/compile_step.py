@@ -1,4 +1,5 @@
-"""Does compiling LearnedOptimizer's network pay? ``compile=True`` against the eager torch path and the default.
+"""Does compiling LearnedOptimizer's network pay? ``implementation="compiled"`` against the eager torch path and the
+default.
 
     python -m benchmarks.compile_step             # 1e4 .. 1e6 parameters, a few minutes on 2 cores
     python -m benchmarks.compile_step --quick
@@ -7,8 +8,8 @@
 For each model size (one flat parameter; the step cost depends only on the number
 of coordinates), the time of ``opt.step()`` after warm-up: the default (on the CPU the C++
 kernel, on CUDA the Triton kernel, where they are available), the chunked torch computation
-eager (``implementation="torch"``) and compiled (``compile=True``, which compiles that
-computation and replaces the kernels); the time the compiled optimizer's first steps took (a
+eager (``implementation="torch"``) and compiled (``implementation="compiled"``, that
+computation through torch.compile instead of the kernels); the time the compiled optimizer's first steps took (a
 cold compilation: dynamo reset and inductor's caches off, as on a user's first run); and the
 number of steps after which compiling has paid for itself against the eager torch path. Also
 the largest difference between the parameters after the steps of each, on the same gradients.
@@ -24,9 +25,9 @@ from pathlib import Path
 import torch
 
 from learned_optim import LearnedOptimizer
-from learned_optim import optimizer as optimizer_module
+from learned_optim.backends import batched
 
-from .common import DEFAULT_OUT, markdown_table, provenance, sync, write_json
+from .common import add_out_argument, resolve_out, markdown_table, provenance, sync, write_json
 
 
 def measure(numel: int, device: str, repeats: int, compile: bool, implementation: str = "fast") -> dict[str, float]:
@@ -38,8 +39,8 @@ def measure(numel: int, device: str, repeats: int, compile: bool, implementation
 
         inductor_config.force_disable_caches = True
         torch._dynamo.reset()
-        optimizer_module._COMPILED = None
-    opt = LearnedOptimizer([param], compile=compile, implementation=implementation)
+        batched._COMPILED = None
+    opt = LearnedOptimizer([param], implementation="compiled" if compile else implementation)
     sync(device)
     started = time.perf_counter()
     for t in range(3):  # warm-up: the compilation happens here (both chunk shapes are met)
@@ -62,8 +63,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e4, 1e5, 1e6])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    add_out_argument(parser)
     args = parser.parse_args(argv)
+    resolve_out(args)
     if args.quick:
         args.sizes, args.repeats = [5e3], 2
     started = time.perf_counter()
@@ -99,13 +101,14 @@ def main(argv=None) -> int:
     write_json(out / f"compile_step{suffix}.json", data)
     text = "\n".join(
         [
-            "# LearnedOptimizer.step: compile=True against the eager torch path and the default",
+            "# LearnedOptimizer.step: implementation=\"compiled\" against the eager torch path and the default",
             "",
             f"`{data['provenance']['command']}` — commit `{data['provenance']['git_commit']}`, {data['provenance']['device']}.",
             "",
             f"Mean of {args.repeats} steps after 3 warm-up steps; parameters compared after all of them. The "
             "default is the C++ kernel on the CPU and the Triton kernel on CUDA where they are available; "
-            "`compile=True` compiles the chunked torch computation (`implementation=\"torch\"`) and replaces them.",
+            "`implementation=\"compiled\"` runs the chunked torch computation (`implementation=\"torch\"`) "
+            "through torch.compile instead.",
             "",
             markdown_table(
                 ["parameters", "default step (ms)", "torch path, eager (ms)", "compiled (ms)",

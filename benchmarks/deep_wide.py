@@ -30,7 +30,7 @@ from learned_optim import LearnedOptimizer, load_weights
 from learned_optim.baselines import BASELINES, LR_GRID, baseline, train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, TUNING_SEEDS, DataNotFoundError, make_task
 
-from .common import (DEFAULT_OUT, compute_note, draw_curves, fmt, grid_summary, kept_run, markdown_table, mean_se, progress,
+from .common import (add_out_argument, resolve_out, compute_note, draw_curves, fmt, grid_summary, kept_run, markdown_table, mean_se, progress,
                      provenance, pyplot, write_json)
 
 # (hidden layers, units per layer, activation): the report's grid
@@ -39,9 +39,8 @@ CELLS: tuple[tuple[int, int, str], ...] = (
     (3, 20, "sigmoid"), (4, 20, "sigmoid"), (5, 20, "sigmoid"), (1, 1000, "sigmoid"), (2, 1000, "sigmoid"),
     (3, 120, "sigmoid"), (5, 300, "sigmoid"), (1, 20, "relu"),
 )
-# the report's rule: meta-trained on the 1x20 sigmoid net, no gradient normalization. The package's default
-# (l2l-mlp-family, then since session 21 l2l-mlp-family-plus) runs against these same baselines and seeds in
-# benchmarks.levers.
+# the report's rule: meta-trained on the 1x20 sigmoid net, no gradient normalization. The package's default and the
+# rules before it run against these same baselines and seeds in benchmarks.levers.
 DEFAULT_WEIGHTS = "l2l-mnist"  # comma-separated; an alias and its target are run once
 
 
@@ -291,11 +290,12 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-seeds", type=int, default=20)
     parser.add_argument("--tune-seeds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    add_out_argument(parser)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--resume", action="store_true",
                         help="reuse the cells finished by an earlier run with the same settings (kept in OUT/deep_wide_cells/)")
     args = parser.parse_args(argv)
+    resolve_out(args)
     if args.quick:
         args.cells, args.horizons, args.eval_seeds, args.tune_seeds = "1x20,2x20", "5,10", 2, 1
     try:

@@ -1,10 +1,10 @@
-"""Issue 5's levers: what each change to the learned optimizer buys on the deep_wide grid, against tuned Adam.
+"""Levers: what each change to the learned optimizer buys on the deep_wide grid, against tuned Adam.
 
     python -m benchmarks.levers --data-root ../shared/data                       # every lever, every cell
     python -m benchmarks.levers --cells 1x20,3x20 --levers tensor-1.5e-3 --data-root DATA
     python -m benchmarks.levers --quick --data-root DATA                         # a smoke test
 
-A lever is a LearnedOptimizer setting (a weight file and options). Each runs on
+A lever is a rule: a weight file, optionally with changed settings (``config``). Each runs on
 deep_wide's evaluation seeds and horizons; tuned Adam and Adam at 1e-3 are read
 from deep_wide's cell cache (OUT/deep_wide_cells/; a cell missing there is run
 first, as ``python -m benchmarks.deep_wide`` would), so every ratio compares the
@@ -16,7 +16,7 @@ the same command to continue). Writes levers.json, levers.md and levers_<steps>.
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -28,31 +28,25 @@ from learned_optim.baselines import train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
 from . import deep_wide
-from .common import (DEFAULT_OUT, compute_note, fmt, grid_summary, kept_run, markdown_table, mean_se, progress, provenance,
+from .common import (add_out_argument, resolve_out, compute_note, fmt, grid_summary, kept_run, markdown_table, mean_se, progress, provenance,
                      pyplot, seed_kept, write_json)
 
 # name: (what it is, LearnedOptimizer keyword arguments)
 LEVERS: dict[str, tuple[str, dict]] = {
     "l2l-mnist": ("l2l-mnist, the report's rule (raw gradients; deep_wide's own runs)", dict(weights="l2l-mnist")),
     "tensor-5e-4": ("l2l-mnist, each tensor's gradient rescaled to RMS 5e-4 (grad_norm='tensor'), no retraining",
-                    dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=5e-4)),
+                    dict(weights="l2l-mnist", config=dict(grad_norm="tensor", grad_norm_target=5e-4))),
     "tensor-1.5e-3": ("l2l-mnist, each tensor's gradient rescaled to RMS 1.5e-3, no retraining",
-                      dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=1.5e-3)),
+                      dict(weights="l2l-mnist", config=dict(grad_norm="tensor", grad_norm_target=1.5e-3))),
     "tensor-5e-3": ("l2l-mnist, each tensor's gradient rescaled to RMS 5e-3, no retraining",
-                    dict(weights="l2l-mnist", grad_norm="tensor", grad_norm_target=5e-3)),
+                    dict(weights="l2l-mnist", config=dict(grad_norm="tensor", grad_norm_target=5e-3))),
     "mlp-family": ("l2l-mlp-family: meta-trained from scratch with grad_norm='tensor' (RMS 1.5e-3) on mlp-family, eight "
                    "MNIST MLPs none of which is a grid cell (its card holds the recipe)", dict(weights="l2l-mlp-family")),
-    "family-plus": ("famplus-u100c: l2l-mlp-family given the per-tensor RMS input, then meta-trained further on "
-                    "mlp-family-plus (mlp-family and four small sigmoid nets) over whole 100-step runs (30 + 60 CPU epochs; "
-                    "mlp_family_screen/session15-18)",
-                    dict(weights="benchmarks/results/mlp_family_screen/session18/famplus-u100c.safetensors")),
-    "family-plus-30": ("l2l-mlp-family-plus, the default from session 21 to 31 (famplus-u100b in mlp_family_screen/session16-17): the "
-                       "family-plus rule 30 epochs earlier, after 30 + 30 whole-run CPU epochs from l2l-mlp-family",
-                       dict(weights="l2l-mlp-family-plus")),
-    "distill": ("l2l-mlp-distill, the default since session 32: l2l-mlp-family-plus distilled toward a composition "
-                "with a 1x24-sigmoid specialist's steps on one-hidden-layer sigmoid nets (python -m learned_optim.distill "
-                "on mlp-family-plus, a tensor-count input clipped to T >= 4; its card holds the recipe)",
-                dict(weights="l2l-mlp-distill")),
+    "family-plus-30": ("l2l-mlp-family-plus: l2l-mlp-family given the per-tensor RMS input, then 30 + 30 whole-run CPU "
+                       "epochs on mlp-family-plus (its card holds the recipe)", dict(weights="l2l-mlp-family-plus")),
+    "distill": ("l2l-mlp-distill, the default: l2l-mlp-family-plus distilled toward a composition with a 1x24-sigmoid "
+                "specialist's steps on one-hidden-layer sigmoid nets (python -m learned_optim.distill on mlp-family-plus, "
+                "a tensor-count input clipped to T >= 4; its card holds the recipe)", dict(weights="l2l-mlp-distill")),
 }
 SHIPPED_KEY = "LearnedOptimizer (l2l-mnist)"  # how deep_wide names its runs of the report's rule
 
@@ -63,13 +57,22 @@ def deep_wide_args(args) -> argparse.Namespace:
                               tune_seeds=args.tune_seeds, device=args.device, data_root=args.data_root, out=args.out)
 
 
+def lever_rule(lever: str):
+    """The lever's rule: its weight file, with its settings changed where the lever says (a research setting a user
+    does not pass to LearnedOptimizer: a rule's settings come from its card)."""
+    options = LEVERS[lever][1]
+    weights = load_weights(options["weights"])
+    if options.get("config"):
+        weights = dataclasses.replace(weights, config=dataclasses.replace(weights.config, **options["config"]))
+    return weights
+
+
 def run_lever(cell, lever: str, args, horizons) -> dict:
     """The lever's runs on the cell's evaluation seeds: final loss, sum of losses, test accuracy per horizon."""
     layers, units, activation = cell
     task = make_task("mnist_mlp", data_root=args.data_root, hidden=(units,) * layers, activation=activation)
-    options = dict(LEVERS[lever][1])
-    weights = load_weights(options.pop("weights"))
-    factory = lambda p: LearnedOptimizer(p, weights=weights, **options)  # noqa: E731
+    weights = lever_rule(lever)
+    factory = lambda p: LearnedOptimizer(p, weights=weights)  # noqa: E731
     curves, evaluations = [], []
     for seed in progress(EVAL_SEEDS[: args.eval_seeds], args.eval_seeds, f"{deep_wide.cell_name(cell)}: {lever}"):
         losses, evals = train_and_evaluate(task.sample(seed, args.device), factory, max(horizons), horizons)
@@ -123,13 +126,13 @@ def summarize(data: dict) -> dict:
 def to_markdown(data: dict, stem: str = "levers") -> str:
     s, p = data["settings"], data["provenance"]
     parts = [
-        "# Levers for issue 5: the learned optimizer on the deep_wide grid, against tuned Adam",
+        "# Levers: the learned optimizer on the deep_wide grid, against tuned Adam",
         "",
         f"`{p['command']}` — commit `{p['git_commit']}`, {p['device']}, {p['wall_time_s']} s.{p.get('kept_runs', '')}",
         "",
         f"MNIST MLPs of deep_wide, batch 128, {s['eval_seeds']} evaluation seeds (deep_wide's), mean final training loss. "
         "Tuned Adam: its learning rate tuned per cell and horizon on deep_wide's tuning seeds (read from deep_wide's runs). "
-        "Target of issue 5: at most tuned Adam's final loss in at least 10 of 13 cells, never above 1.5× it, and below "
+        "The grid target: at most tuned Adam's final loss in at least 10 of 13 cells, never above 1.5× it, and below "
         "Adam at 1e-3 everywhere.",
         "",
         "## Levers tried",
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-seeds", type=int, default=20)
     parser.add_argument("--tune-seeds", type=int, default=5, help="deep_wide's (for its cell cache)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    add_out_argument(parser)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--report", default="levers",
                         help="name of the files written in OUT: NAME.json, NAME.md, NAME_<steps>.png (the runs' cache is shared)")
@@ -198,6 +201,7 @@ def main(argv=None) -> int:
                         help="a cell missing from deep_wide's cache is read from the committed OUT/deep_wide.json when "
                              "that report ran the same settings, instead of being run again (hours of tuning on a CPU)")
     args = parser.parse_args(argv)
+    resolve_out(args)
     if not args.report.replace("_", "").replace("-", "").isalnum():
         parser.exit(2, f"{parser.prog}: error: invalid --report {args.report!r} (letters, digits, '-' and '_')\n")
     if args.quick:

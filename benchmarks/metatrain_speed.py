@@ -10,7 +10,7 @@ the same truncated meta-gradient are timed in the same process:
 - ``ours`` (learned_optim.metatrain.train_run): each step computes the optimizee's
   gradient from that step's graph only; one backward pass through the rule's
   updates per unroll. Timed with the LSTM cell in PyTorch (nets.lstm_cell_fast)
-  and, where it builds, with its element-wise work in C++ (kernels.py).
+  and, where it builds, with its element-wise work in C++ (cells.py).
 - ``notebook-style``: as in the public PyTorch reproduction, the optimizee's parameters
   stay in the meta-graph, and each step's ``loss.backward(retain_graph=True)``
   runs back through the whole unroll so far (its cost grows with the unroll), then
@@ -34,9 +34,9 @@ from learned_optim.features import preprocess
 from learned_optim.metatrain import MetaTrainConfig, cell_impl, rollout, train_run
 from learned_optim.tasks import TRAIN_SEED_START, VALIDATION_SEEDS, DataNotFoundError, make_task
 
-from .common import DEFAULT_OUT, markdown_table, provenance, sync, write_json
+from .common import add_out_argument, resolve_out, markdown_table, provenance, sync, write_json
 
-NOTEBOOK_SECONDS_PER_EPOCH = 250.0  # the public notebook on this machine, as quoted in the foundation issue
+NOTEBOOK_SECONDS_PER_EPOCH = 250.0  # the public notebook on this machine, as quoted in the project's first measurements
 
 
 def notebook_style_run(theta, meta_opt, problem, config: MetaTrainConfig, impl: str) -> None:
@@ -81,9 +81,10 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="timed runs of ours")
     parser.add_argument("--notebook-runs", type=int, default=2, help="timed runs of the notebook's computation")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    add_out_argument(parser)
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
+    resolve_out(args)
     started = time.perf_counter()
     config = MetaTrainConfig(task="mnist_mlp", device=args.device)
     if args.quick:

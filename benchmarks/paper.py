@@ -33,7 +33,7 @@ from learned_optim.metatrain import MetaTrainConfig, metatrain
 from learned_optim.tasks import DataNotFoundError
 
 from . import deep_wide
-from .common import DEFAULT_OUT, draw_curves, fmt, markdown_table, provenance, pyplot, write_json
+from .common import add_out_argument, resolve_out, draw_curves, fmt, markdown_table, provenance, pyplot, write_json
 
 FINE_GRID = (0.002, 0.003, 0.004, 0.005, 0.006)
 VARIANTS = {  # name: (cell, horizon)
@@ -169,9 +169,10 @@ def main(argv=None) -> int:
     parser.add_argument("--fine-epochs", type=int, default=100)
     parser.add_argument("--coarse-epochs", type=int, default=10)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    add_out_argument(parser)
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
+    resolve_out(args)
     if args.quick:
         args.eval_seeds, args.tune_seeds, args.fine_epochs, args.coarse_epochs = 2, 1, 1, 1
     started = time.perf_counter()

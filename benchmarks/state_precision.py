@@ -18,7 +18,7 @@ For each task, the shipped rule for it runs on the same evaluation seeds with it
 state kept in float32, bfloat16 and float16 (the network computes in float32 either
 way; see LearnedOptimizer's ``state_dtype``). Reported: final training loss and sum
 of losses (mean ± s.e.), and each half dtype's mean final loss relative to float32's
-(issue 6's target: no task more than 2% worse), with the standard error of that ratio from
+(the target: no task more than 2% worse), with the standard error of that ratio from
 the per-seed differences (every dtype runs the same seeds, so the comparison is paired) and
 whether an excess over 2% is more than two such standard errors. Tasks: the 10-d quadratics
 (l2l-quadratic) and the base MNIST MLP (l2l-mnist), 100 steps; the deep_wide cells
@@ -41,7 +41,7 @@ from learned_optim.baselines import train_and_evaluate
 from learned_optim.tasks import EVAL_SEEDS, DataNotFoundError, make_task
 
 from . import deep_wide
-from .common import DEFAULT_OUT, compute_note, fmt, git_commit, kept_run, markdown_table, mean_se, progress, provenance, write_json
+from .common import add_out_argument, resolve_out, compute_note, fmt, git_commit, kept_run, markdown_table, mean_se, progress, provenance, write_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TARGET = 1.02  # a half state may cost at most 2% in mean final loss
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     parser.add_argument("--horizons", default="100,200", help="deep_wide cells' step counts")
     parser.add_argument("--eval-seeds", type=int, default=None, help="20 (2 with --quick)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    add_out_argument(parser)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--cell-seeds", default="",
                         help="fewer evaluation seeds for some cells, e.g. 1x1000=10,2x1000=10 (the largest cost hours each)")
@@ -217,6 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="reuse the tasks finished by an earlier run with the same settings (OUT/state_precision_tasks/)")
     args = parser.parse_args(argv)
+    resolve_out(args)
     if args.quick:
         args.cells, args.horizons = "1x20", "5,10"
     if args.eval_seeds is None:

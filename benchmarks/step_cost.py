@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from learned_optim import LearnedOptimizer, kernels, load_weights, triton_step
+from learned_optim import LearnedOptimizer, cpp_build, load_weights
+from learned_optim.backends import triton as triton_backend
 from learned_optim.nets import NetConfig
 from learned_optim.pretrained import resolve
 
-from .common import DEFAULT_OUT, markdown_table, provenance, pyplot, sync, write_json
+from .common import add_out_argument, resolve_out, markdown_table, provenance, pyplot, sync, write_json
 
 
 def rule_flops_per_coordinate(config: NetConfig, features: int = 2) -> int:
@@ -172,8 +173,9 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default="default",
                         help="the rule LearnedOptimizer loads (a shipped name, 'default' or a path); its name and "
                         "sha256 go in the result file")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    add_out_argument(parser)
     args = parser.parse_args(argv)
+    resolve_out(args)
     if args.quick:
         args.sizes, args.repeats, args.pairs = [1e4], 2, 2
     before = torch.get_float32_matmul_precision()
@@ -208,8 +210,8 @@ def run(args, argv) -> int:
                             bytes_per_coordinate(learned["state_bytes_per_parameter"]) * row["parameters"] / bandwidth)
                 learned["roofline_s"] = bound
                 learned["step_over_roofline"] = learned["step_s"] / bound
-    kernel = args.device == "cpu" and kernels.cpp_available("rule_step")
-    gpu_kernel = args.device.startswith("cuda") and triton_step.available()
+    kernel = args.device == "cpu" and cpp_build.available("rule_step")
+    gpu_kernel = args.device.startswith("cuda") and triton_backend.available()
     data = {
         "cpu_kernel": kernel,
         "gpu_kernel": "triton" if gpu_kernel else None,
@@ -250,9 +252,9 @@ def run(args, argv) -> int:
         f"Paired: {args.pairs} more steps, each timed right after one matmul, and the ratio of the two FLOP rates per "
         "pair (on a shared host the throughput drifts within a run; a pair sees one moment)."
         + (f" chunk_size={args.chunk_size}." if args.chunk_size else "")
-        + (" LearnedOptimizer runs its C++ step kernel (kernels.lstm_rule_step); the torch path is "
+        + (" LearnedOptimizer runs its C++ step kernel (learned_optim/backends/cpp.py); the torch path is "
            "`implementation=\"torch\"`, the chunked PyTorch computation." if kernel else "")
-        + (" LearnedOptimizer runs its Triton kernel (triton_step.lstm_rule_step); the torch path is "
+        + (" LearnedOptimizer runs its Triton kernel (learned_optim/backends/triton.py); the torch path is "
            "`implementation=\"torch\"`, the chunked PyTorch computation." if gpu_kernel else ""),
         "",
         markdown_table(["parameters", "optimizer", "step (ms)", "state bytes / parameter", "step / (fwd+bwd, batch 128)",

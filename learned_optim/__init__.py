@@ -1,23 +1,27 @@
 """learned_optim: learned optimizers as drop-in torch.optim optimizers.
 
     from learned_optim import LearnedOptimizer
-    opt = LearnedOptimizer(model.parameters())        # the shipped default rule
+    opt = LearnedOptimizer(model.parameters())        # the shipped default rule; lr=1 is the rule as trained
 
-Meta-train your own with ``python -m learned_optim.metatrain``; see the README.
+Meta-train your own with ``python -m learned_optim.metatrain``; look inside a rule with
+``python -m learned_optim.analyze``. See the README and docs/.
 """
 
+from .cpp_build import build as build_kernels
 from .nets import NetConfig
 from .optimizer import LearnedOptimizer
-from .pretrained import RuleWeights, list_pretrained, load_weights, save_weights
+from .pretrained import RuleWeights, list_pretrained, load_weights, pretrained_card, save_weights
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LearnedOptimizer",
     "NetConfig",
     "RuleWeights",
+    "build_kernels",
     "list_pretrained",
     "load_weights",
+    "pretrained_card",
     "save_weights",
     "__version__",
 ]

@@ -27,138 +27,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple, Sequence
 
 import torch
 
 from . import analysis
-from .features import normalize_per_tensor, tensor_input_columns
-from .optimizer import LearnedOptimizer
+from .analysis.figures import figures, layer_figure, loss_figure
+from .analysis.record import hold_inputs, inputs_by_group, record, schedule_by_group, secant_lr
 from .tasks import EVAL_SEEDS, DataNotFoundError, make_task
-
-
-def groups_of(model: torch.nn.Module) -> list[str]:
-    """A group label per coordinate: the parameter's module path and kind, e.g. '0.weight' (flattened in order)."""
-    labels = []
-    for name, p in model.named_parameters():
-        labels += [name] * p.numel()
-    return labels
-
-
-def seen(flat: torch.Tensor, sizes: Sequence[int], config) -> torch.Tensor:
-    """A net's raw gradients (flat in float64, tensors of ``sizes`` entries) as the rule sees them: rescaled under
-    grad_norm="tensor" (see features.py), each tensor on its own or, with grad_norm_power below 1, partly by the
-    whole net's RMS."""
-    if config.grad_norm == "tensor":
-        return normalize_per_tensor(flat, list(sizes), config.grad_norm_target, config.grad_norm_power)
-    return flat
-
-
-class Recording(NamedTuple):
-    """What ``record`` saw: states (seeds, steps + 1, coords, D), gradients as the rule sees them (seeds, steps,
-    coords), losses (seeds, steps), the group label of each sampled coordinate (seeds × coords), and, for a rule with
-    per-tensor inputs, the values it was given (seeds, steps, coords, config.tensor_inputs; None for a rule without)."""
-
-    states: torch.Tensor
-    grads: torch.Tensor
-    losses: torch.Tensor
-    labels: list
-    inputs: "torch.Tensor | None"
-
-
-def record(rule: analysis.LearnedRule, task, seeds: Sequence[int], steps: int, coords: int = 256) -> Recording:
-    """Run the rule through LearnedOptimizer on each seed's problem and record a fixed sample of coordinates per
-    problem (see ``Recording``)."""
-    states, grads, losses, labels, inputs = [], [], [], [], []
-    for seed in seeds:
-        problem = task.sample(seed)
-        params = list(problem.model.parameters())
-        sizes = [p.numel() for p in params]
-        total = sum(sizes)
-        pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(coords, total)]
-        names = groups_of(problem.model)
-        labels.append([names[i] for i in pick.tolist()])
-        run_losses = []
-        opt = LearnedOptimizer(params, weights=rule.weights, implementation="reference", state_dtype=torch.float64)
-        run_states, run_grads, run_inputs = [rule.init_state(len(pick))], [], []
-        for t in range(steps):
-            opt.zero_grad()
-            loss = problem.loss(t)
-            loss.backward()
-            run_losses.append(float(loss.detach()))
-            # in float64, as the recording optimizer (state_dtype float64) computes it
-            raw = torch.cat([p.grad.reshape(-1) for p in params]).double()
-            run_grads.append(seen(raw, sizes, rule.config)[pick])
-            opt.step()
-            if rule.config.tensor_inputs:  # after the step: a grad_noise_input rule's EMA includes this gradient
-                noise = [float(opt.state[p]["grad_noise"]) for p in params] if rule.config.grad_noise_input else None
-                run_inputs.append(tensor_input_columns(raw, sizes, rule.config, noise)[pick])
-            flat = torch.cat([torch.cat([opt.state[p][n] for n in rule.config.state_names], dim=1) for p in params])
-            run_states.append(flat[pick])
-        states.append(torch.stack(run_states))
-        grads.append(torch.stack(run_grads))
-        losses.append(torch.tensor(run_losses))
-        if run_inputs:
-            inputs.append(torch.stack(run_inputs))
-    return Recording(torch.stack(states), torch.stack(grads), torch.stack(losses), labels,
-                     torch.stack(inputs) if inputs else None)
-
-
-def inputs_by_group(rule: analysis.LearnedRule, inputs: "torch.Tensor | None", labels) -> dict:
-    """The median of each per-tensor input over each parameter group's recorded coordinates and steps."""
-    if inputs is None:
-        return {}
-    names = rule.input_names
-    found = {}
-    for group in sorted({g for run in labels for g in run}):
-        values = torch.cat([inputs[run][:, torch.tensor([x == group for x in run_labels])].reshape(-1, len(names))
-                            for run, run_labels in enumerate(labels)])
-        found[group] = {name: float(values[:, column].median()) for column, name in enumerate(names)}
-    return found
-
-
-def hold_inputs(rule: analysis.LearnedRule, inputs: "torch.Tensor | None") -> dict:
-    """Set a rule's per-tensor inputs (``LearnedRule.tensor_rms_ratio``, ``net_scale``) to the medians of the
-    recorded values, so that the tools study it where the runs took it rather than at 0; returns what was set
-    (empty for a rule without such inputs)."""
-    if inputs is None:
-        return {}
-    names = rule.input_names
-    held = {}
-    for column, name in enumerate(names):
-        held[name] = float(inputs[..., column].reshape(-1).median())
-        setattr(rule, name, held[name])
-    return held
-
-
-def schedule_by_group(rule: analysis.LearnedRule, by_group: dict, held: dict, steps: int, g_median: float) -> dict:
-    """For a rule with per-tensor inputs: per parameter group, the step size for a gradient of median size along the
-    autonomous trajectory with the inputs at that group's recorded medians (what the inputs do to each layer's steps:
-    the gradients the rule sees are normalized per tensor, so these are the only per-layer signal it has). The rule's
-    inputs are left at ``held``. Empty for a rule without such inputs."""
-    found = {}
-    for group, values in by_group.items():
-        for name, value in values.items():
-            setattr(rule, name, value)
-        trajectory = analysis.autonomous(rule, max(steps, 200))
-        found[group] = {str(t): secant_lr(rule, trajectory.states[t], g_median) for t in (0, 1, 10, steps) if t <= steps}
-    for name, value in held.items():
-        setattr(rule, name, value)
-    return found
-
-
-def pca(points: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean, components (k, D), explained variance ratios (k,)) of points (N, D)."""
-    mean = points.mean(0)
-    _, s, v = torch.linalg.svd(points - mean, full_matrices=False)
-    ratios = s**2 / (s**2).sum()
-    return mean, v[:k], ratios[:k]
-
-
-def secant_lr(rule, h: torch.Tensor, g: float) -> float:
-    """−(Δx(g) − Δx(−g)) / 2g: the step size the rule takes for gradients of magnitude g in state h."""
-    both = analysis.update_function(rule, h, torch.tensor([g, -g], dtype=h.dtype))
-    return float(-(both[0] - both[1]) / (2 * g))
 
 
 def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_iterations: int = 1000,
@@ -265,178 +140,6 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
 CONDITION_SAMPLES = 1000  # problems whose condition numbers make the linreg histogram
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def layer_figure(rule, states, grads, labels, visited, out: Path) -> None:
-    """Fig. 7: mean state trajectory of each parameter group in PCA coordinates; gradient magnitudes per group."""
-    plt = _pyplot()
-    if plt is None:
-        return
-    mean, comps, _ = pca(visited)
-    groups = sorted({g for run in labels for g in run})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for group in groups:
-        trajectories, magnitudes = [], []
-        for run, run_labels in enumerate(labels):
-            mask = torch.tensor([label == group for label in run_labels])
-            if mask.any():
-                trajectories.append(states[run][:, mask].mean(1))
-                magnitudes.append(grads[run][:, mask].abs().reshape(-1))
-        path = (torch.stack(trajectories).mean(0) - mean) @ comps.T
-        (line,) = axes[0].plot(path[:, 0], path[:, 1], label=group)
-        axes[0].plot(path[-1, 0], path[-1, 1], "o", color=line.get_color())
-        values = torch.cat(magnitudes).clamp_min(1e-12).log10()
-        axes[1].hist(values.numpy(), bins=40, histtype="step", density=True, label=group, color=line.get_color())
-    axes[0].set_title("mean state of each parameter group (PCA)", fontsize=9)
-    axes[1].set_xlabel("log10 |gradient|")
-    axes[1].set_ylabel("density")
-    axes[1].set_title("gradients of each group", fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "fig7_layers.png", dpi=100)
-    plt.close(fig)
-
-
-def loss_figure(name, losses, baselines: dict, out: Path, kappas: "torch.Tensor | None" = None) -> None:
-    """Fig. 1: loss curves, mean ± standard error over the problems (and the condition numbers' histogram)."""
-    plt = _pyplot()
-    if plt is None:
-        return
-    if kappas is None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    else:
-        fig, (ax, hist) = plt.subplots(1, 2, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [3, 2]})
-        hist.hist(kappas.log10().numpy(), bins=20, color="gray")
-        hist.set_xlabel("log10 condition number of AᵀA")
-        hist.set_ylabel("problems")
-    for label, curves in {name: losses, **baselines}.items():
-        curves = curves.double()
-        m = curves.mean(0)
-        se = curves.std(0) / math.sqrt(curves.shape[0]) if curves.shape[0] > 1 else torch.zeros_like(m)
-        (line,) = ax.plot(m, "--" if label == name else "-", label=label)
-        ax.fill_between(range(m.numel()), (m - se).clamp_min(1e-12), m + se, color=line.get_color(), alpha=0.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "fig1_losses.png", dpi=100)
-    plt.close(fig)
-
-
-def figures(rule, visited, grads, found, lin, clip, schedule, s_curve, h0, g_hi, g_median, out: Path) -> None:
-    plt = _pyplot()
-    if plt is None:
-        print("matplotlib is not installed: no figures", file=sys.stderr)
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    g = torch.linspace(-3, 3, 301, dtype=torch.float64)
-
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
-    hand = [
-        (analysis.GradientDescent(0.5), [torch.zeros(1)], "gradient descent"),
-        (analysis.ClippedGradientDescent(0.5, 1.0), [torch.zeros(1)], "clipped"),
-        (analysis.Momentum(0.5, 0.9), [torch.tensor([v]) for v in (-2.0, 0.0, 2.0)], "momentum: states −2, 0, 2"),
-        (analysis.RMSProp(0.5), [torch.tensor([v]) for v in (0.1, 1.0, 10.0)], "RMSProp: states 0.1, 1, 10"),
-    ]
-    for ax, (r, hs, title) in zip(axes, hand):
-        for h in hs:
-            ax.plot(g, analysis.update_function(r, h.double(), g))
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("gradient")
-    axes[0].set_ylabel("Δx")
-    fig.tight_layout()
-    fig.savefig(out / "fig2_hand_designed.png", dpi=100)
-    plt.close(fig)
-
-    mean, comps, ratios = pca(visited)
-    proj = (visited - mean) @ comps.T
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    axes[0].scatter(proj[:, 0], proj[:, 1], s=1, alpha=0.2)
-    if len(found.points):
-        fp = (found.points[0] - mean) @ comps.T
-        axes[0].plot(fp[0], fp[1], "ks", ms=8, label="fixed point, g = 0")
-        axes[0].legend(fontsize=8)
-    axes[0].set_title(f"visited states, PCA ({float(ratios.sum()):.0%} of variance)", fontsize=9)
-    if lin is not None:
-        ev = lin.eigenvalues
-        points = axes[1].scatter(ev.real, ev.imag, c=lin.mode_lrs.real.abs().clamp_min(1e-12).log10(), cmap="viridis")
-        fig.colorbar(points, ax=axes[1], label="log10 |mode learning rate|")
-        circle = torch.linspace(0, 2 * math.pi, 200)
-        axes[1].plot(circle.cos(), circle.sin(), "k:", lw=0.8)
-        axes[1].set_aspect("equal")
-    axes[1].set_title("eigenvalues at the fixed point", fontsize=9)
-    if lin is not None:  # the paper's Fig. 3b: update functions at states displaced along the slowest mode
-        h_star = found.points[0].double()
-        values, vectors = torch.linalg.eig(lin.jacobian_h.double())
-        slow = vectors[:, values.abs().argmax()].real
-        slow = slow / slow.norm().clamp_min(1e-30)
-        reach = ((visited.double() - h_star) @ slow).quantile(torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64))
-        span = torch.linspace(-g_hi, g_hi, 201, dtype=torch.float64)
-        cmap = plt.get_cmap("coolwarm")
-        for k, a in enumerate(reach.tolist()):
-            axes[2].plot(span, analysis.update_function(rule, h_star + a * slow, span), color=cmap(k / 4), label=f"{a:+.2g}")
-        axes[2].legend(fontsize=7, title="along slow mode", title_fontsize=7)
-        axes[2].set_xlabel("gradient")
-        axes[2].set_ylabel("Δx")
-        axes[2].set_title(f"update functions along the slowest mode (|λ| = {float(values.abs().max()):.3f})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "fig3_momentum.png", dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    span = torch.linspace(-g_hi * 3, g_hi * 3, 601, dtype=torch.float64)
-    ax.plot(span, analysis.update_function(rule, h0, span), label="Δx at the initial state")
-    ax.set_xlabel("gradient")
-    ax.set_ylabel("Δx")
-    twin = ax.twinx()
-    twin.hist(grads.reshape(-1).clamp(-g_hi * 3, g_hi * 3).numpy(), bins=80, color="gray", alpha=0.3)
-    twin.set_yscale("log")
-    twin.set_ylabel("gradients seen")
-    ax.set_title("clipping: " + (f"saturates at |g| ≈ {clip.threshold:.3g}" if clip.saturates else "no saturation in range"), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "fig4_clipping.png", dpi=100)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    axes[0].plot([secant_lr(rule, h, g_median) for h in schedule.states])
-    axes[0].set_ylabel(f"step size for |g| = {g_median:.2g} (the median)")
-    axes[1].plot(schedule.effective_lrs)
-    axes[1].set_ylabel("−∂Δx/∂g at g = 0")
-    for ax in axes:
-        ax.set_xlabel("steps of the autonomous dynamics (g = 0)")
-    fig.suptitle("a learned schedule: the rule's step size as its state evolves with no gradient", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "fig5_schedule.png", dpi=100)
-    plt.close(fig)
-
-    if s_curve:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-        pts = torch.stack([p for _, p, _ in s_curve])
-        proj = (pts - mean) @ comps.T
-        colours = [gs for gs, _, _ in s_curve]
-        sc = axes[0].scatter(proj[:, 0], proj[:, 1], c=colours, cmap="RdYlGn")
-        fig.colorbar(sc, ax=axes[0], label="g*")
-        axes[0].set_title("fixed points for constant gradients (PCA)", fontsize=9)
-        axes[1].plot([gs for gs, _, _ in s_curve], [lr for _, _, lr in s_curve], "o-")
-        axes[1].set_xlabel("g*")
-        axes[1].set_ylabel("step size at the median |g|")
-        fig.tight_layout()
-        fig.savefig(out / "fig6_adaptation.png", dpi=100)
-        plt.close(fig)
-
-
 def to_markdown(summary: dict) -> str:
     m, c, s = summary["momentum"], summary["clipping"], summary["schedule"]
     lines = [
@@ -444,7 +147,7 @@ def to_markdown(summary: dict) -> str:
         "",
         f"`{summary['command']}` — {summary['wall_time_s']} s.",
         "",
-        f"Gradients seen (|g| quantiles 50/90/99.9%): "
+        "Gradients seen (|g| quantiles 50/90/99.9%): "
         + ", ".join(f"{v:.3g}" for v in summary["gradient_magnitude_quantiles"].values()) + ".",
         "",
         "**Momentum.** " + (
@@ -468,7 +171,7 @@ def to_markdown(summary: dict) -> str:
         "",
         f"Note: {summary['note']}.",
         "",
-        *([f"**Per-tensor inputs**, held at the medians of the recorded values for the tools above: "
+        *(["**Per-tensor inputs**, held at the medians of the recorded values for the tools above: "
            + ", ".join(f"{k} = {v:.3g}" for k, v in summary["inputs_held_at"].items()) + "; by group: "
            + "; ".join(f"{g}: " + ", ".join(f"{v:.3g}" for v in vals.values())
                        for g, vals in summary["inputs_by_group"].items()) + ".", "",

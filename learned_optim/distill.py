@@ -4,7 +4,8 @@
         --family mlp-family-plus --tensor-count-range 4 0 --out runs/student.safetensors
 
 Meta-training by truncated backpropagation optimizes the sum of an optimizee's losses, a chaotic function of the rule's
-weights: at the shipped default its gradient is noise in every weight but one (session 26 of the mlp_family screen).
+weights: at the shipped default its gradient is noise in every weight but one
+(docs/research/a-default-for-deep-and-wide-nets.md).
 Distillation optimizes a dense, smooth target instead. The teacher is a composition of two rules: on the members of
 a family that are routed (``route_depth`` hidden layers with ``route_activation``; by default the one-hidden-layer
 sigmoid nets), the first layer's tensors take the specialist's steps and the output layer's a mix, (1 - w) base + w
@@ -38,10 +39,12 @@ from typing import Any
 import torch
 
 from . import __version__, nets
-from .features import normalize_per_tensor, rule_inputs, tensor_input_columns
-from .metatrain import TRAIN_SEED_START, _Optimizee, _rule_step, add_tensor_count_range, cell_impl, rollout, widen
+from .features import flat_rule_inputs
+from .metatrain.cli import add_tensor_count_range
+from .metatrain.config import widen
+from .metatrain.rollout import Optimizee, cell_impl, rollout, rule_step
 from .pretrained import RuleWeights, load_weights, save_weights
-from .tasks import FAMILIES, VALIDATION_SEEDS, make_task
+from .tasks import FAMILIES, TRAIN_SEED_START, VALIDATION_SEEDS, make_task
 
 SEED_OFFSET = 8_000_000  # the training seeds this stage draws from (metatrain's own start at TRAIN_SEED_START)
 
@@ -151,20 +154,20 @@ class Distiller:
         coordinate's weight in the loss, whether the member is routed."""
         member = self.task.member(seed)
         problem, routed = self.task.sample(seed), self.config.routed(self.members[member][1])
-        opt = _Optimizee(problem, torch.device("cpu"))
+        opt = Optimizee(problem, torch.device("cpu"))
         n, sizes, net = opt.numel, opt.sizes, self.base.config
         s_a, s_b, s_s = nets.init_state(net, n), nets.init_state(net, n), nets.init_state(self.net, n)
         student = {k: v.detach() for k, v in self.theta.items()}
         grad = opt.loss_and_grad(0)[1]
         grads, labels = [], []
         for t in range(self.config.steps):
-            u_a, s_a = _rule_step(self.base.theta, grad, s_a, net, self.impl, sizes)
-            u_b, s_b = _rule_step(self.specialist.theta, grad, s_b, net, self.impl, sizes) if routed else (u_a, s_b)
+            u_a, s_a = rule_step(self.base.theta, grad, s_a, net, self.impl, sizes)
+            u_b, s_b = rule_step(self.specialist.theta, grad, s_b, net, self.impl, sizes) if routed else (u_a, s_b)
             label = teacher_update(u_a, u_b, sizes, routed, self.config.output_weight)
             grads.append(grad)
             labels.append(label)
             if follow_student:
-                u_s, s_s = _rule_step(student, grad, s_s, self.net, self.impl, sizes)
+                u_s, s_s = rule_step(student, grad, s_s, self.net, self.impl, sizes)
                 opt.apply(u_s)
             else:
                 opt.apply(label)
@@ -178,9 +181,7 @@ class Distiller:
         owner = torch.cat([torch.full((len(p),), i) for i, p in enumerate(pieces)])
         xs, ys = [], []
         for g, label in zip(grads, labels):
-            column = tensor_input_columns(g, sizes, self.net)
-            x = rule_inputs(normalize_per_tensor(g, sizes, self.net.grad_norm_target, self.net.grad_norm_power),
-                            self.net, column)
+            x = flat_rule_inputs(g, sizes, self.net)
             xs.append(x[index])
             ys.append(label[index])
         y = torch.stack(ys)

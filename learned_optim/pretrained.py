@@ -56,14 +56,16 @@ def pretrained_dir() -> Path:
     return installed if installed.is_dir() else here.parent / "pretrained"
 
 
-def _aliases() -> dict[str, str]:
+def aliases() -> dict[str, str]:
+    """Alias -> shipped rule name (pretrained/aliases.json): ``default`` among them."""
     path = pretrained_dir() / "aliases.json"
     if not path.is_file():
         return {}
     return json.loads(path.read_text())
 
 
-def _shipped_names() -> list[str]:
+def shipped_names() -> list[str]:
+    """The names of the shipped rules (intermediate ones included), without aliases."""
     # a meta-training checkpoint (NAME.ckpt.safetensors) may sit beside a rule; it is not one
     names = (p.name[: -len(SUFFIX)] for p in pretrained_dir().glob("*" + SUFFIX))
     return sorted(name for name in names if not name.endswith(".ckpt"))
@@ -76,15 +78,22 @@ def card_path(weights_path: str | os.PathLike) -> Path:
     return path.with_name(stem + ".json")
 
 
-def list_pretrained() -> dict[str, dict[str, Any]]:
-    """Every shipped rule and alias, mapped to its card (an alias's card adds ``alias_of``)."""
-    out: dict[str, dict[str, Any]] = {}
-    for name in _shipped_names():
-        out[name] = json.loads(card_path(pretrained_dir() / (name + SUFFIX)).read_text())
-    for alias, target in _aliases().items():
+def list_pretrained() -> dict[str, str]:
+    """Every shipped rule and alias, mapped to its card's one-line description (an alias's reads "alias of NAME: ...").
+    The whole card is ``pretrained_card(name)`` (or ``load_weights(name).card``)."""
+    out = {name: pretrained_card(name).get("description", "") for name in shipped_names()}
+    for alias, target in aliases().items():
         if target in out:
-            out[alias] = {**out[target], "alias_of": target}
+            out[alias] = f"alias of {target}: {out[target]}"
     return out
+
+
+def pretrained_card(name: str) -> dict[str, Any]:
+    """The full card of a shipped rule or alias (without loading its weights)."""
+    _, path = resolve(name)
+    if path.parent != pretrained_dir():
+        raise ValueError(f"{name!r} is not a shipped rule (available: {', '.join(sorted(list_pretrained()))})")
+    return json.loads(card_path(path).read_text())
 
 
 def resolve(spec: str | os.PathLike | None) -> tuple[str, Path]:
@@ -94,9 +103,9 @@ def resolve(spec: str | os.PathLike | None) -> tuple[str, Path]:
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"Invalid weights: {spec!r} (expected a name, a path or RuleWeights)")
     text = os.fspath(spec)
-    aliases = _aliases()
-    name = aliases.get(text, text)
-    shipped = _shipped_names()
+    known_aliases = aliases()
+    name = known_aliases.get(text, text)
+    shipped = shipped_names()
     if name in shipped:
         return text, pretrained_dir() / (name + SUFFIX)
     path = Path(text).expanduser()
@@ -109,7 +118,7 @@ def resolve(spec: str | os.PathLike | None) -> tuple[str, Path]:
                 "pickled files such as .pt or .pth are never loaded)"
             )
         return str(path), path
-    available = ", ".join(sorted(set(shipped) | set(aliases)))
+    available = ", ".join(sorted(set(shipped) | set(known_aliases)))
     raise ValueError(
         f"Unknown weights: {text!r}. Available pretrained weights: {available}; "
         f"or give the path of a {SUFFIX} file with its .json card beside it."

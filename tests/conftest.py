@@ -88,23 +88,19 @@ def run_steps(model, opt, steps: int = 12, loss_scale: float = 1.0) -> list[torc
 
 
 def distributed_optimizer(params, option: "str | None" = None):
-    """The optimizer of the distributed tests: the default rule; with ``option`` a number, at that grad_norm_power;
-    ``"input"``: a random rule with both per-tensor inputs (their values need the whole net's RMS, as a power below 1);
-    ``"relative_step"``: the default rule with relative_step 0.5 (each tensor's factor needs its weights' whole RMS);
-    ``"grad_relative_step"``: the default rule with grad_relative_step 1 (its gradient's whole RMS, and the net's)."""
+    """The optimizer of the distributed tests: the default rule (per-tensor scale and inputs: each tensor's RMS and
+    the whole net's); ``"input"``: a random rule with both per-tensor inputs and no scale; ``"decay"``: the default
+    rule with weight decay."""
     from learned_optim import LearnedOptimizer
     from learned_optim.nets import NetConfig
     from learned_optim.pretrained import random_weights
 
     if option == "input":
-        rule = random_weights(NetConfig(grad_norm="tensor", grad_norm_target=1.5e-3, tensor_rms_input=True,
-                                        net_scale_input=True), seed=1)
+        rule = random_weights(NetConfig(tensor_rms_input=True, tensor_count_input=True), seed=1)
         return LearnedOptimizer(params, weights=rule)
-    if option == "relative_step":
-        return LearnedOptimizer(params, relative_step=0.5)
-    if option == "grad_relative_step":
-        return LearnedOptimizer(params, grad_relative_step=1.0)
-    return LearnedOptimizer(params, grad_norm_power=None if option is None else float(option))
+    if option == "decay":
+        return LearnedOptimizer(params, weight_decay=1e-3)
+    return LearnedOptimizer(params)
 
 
 def interrupted_run(monkeypatch, module, name: str, call: int, run) -> None:

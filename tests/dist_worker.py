@@ -1,6 +1,6 @@
 """Run by torchrun from test_distributed.py: N steps of LearnedOptimizer under DDP or FSDP2, each rank saving its view.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py {ddp,fsdp} OUT_DIR STEPS [GRAD_NORM_POWER | input]
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py {ddp,fsdp} OUT_DIR STEPS [input | decay]
 """
 
 import os

@@ -1,5 +1,6 @@
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,6 +94,35 @@ def test_demo_runs_and_prints_the_comparison(capsys, tiny_rule):
     assert "LearnedOptimizer" in out and "Adam (lr=1e-3, its default)" in out and "tuned" in out
 
 
+def test_demo_runs_without_mnist_on_the_next_dataset_found(capsys, tmp_path):
+    """A fresh machine has no MNIST: the demo trains its MLP on Fashion-MNIST (Debian's package) or the digits, and
+    names the default rule by what it is, not by a file path."""
+    from learned_optim import demo
+    from learned_optim.tasks.data import available_datasets
+
+    found = available_datasets(tmp_path)
+    if not found:
+        pytest.skip("neither Fashion-MNIST nor scikit-learn here")
+    assert "mnist" not in found
+    assert demo.main(["--steps", "3", "--seeds", "2", "--tune-seeds", "1", "--tasks", "mlp", "--data-root",
+                      str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"MLP 1x20 sigmoid on {found[0]}" in out and "test accuracy" in out
+    assert "weights: default (l2l-mlp-distill)" in out and "/" not in out.splitlines()[1]
+
+
+def test_quick_never_writes_over_the_committed_results(capsys):
+    """--quick without --out writes to a new temporary folder and says where; benchmarks/results/ is left alone."""
+    from benchmarks import step_cost
+    from benchmarks.common import DEFAULT_OUT
+
+    before = {path: path.stat().st_mtime_ns for path in DEFAULT_OUT.glob("step_cost*")}
+    assert step_cost.main(["--quick", "--sizes", "1e3"]) == 0
+    assert {path: path.stat().st_mtime_ns for path in DEFAULT_OUT.glob("step_cost*")} == before
+    written = capsys.readouterr().err.split("--quick: writing to ")[1].split()[0]
+    assert (Path(written) / "step_cost.json").is_file() and not Path(written).is_relative_to(DEFAULT_OUT)
+
+
 @needs_mnist
 def test_deep_wide_quick_writes_tables_plots_and_a_summary(tmp_path, tiny_rule):
     from benchmarks import deep_wide
@@ -146,8 +176,9 @@ def test_step_cost_quick_writes_its_result_files(tmp_path):
     assert row["optimizers"]["Adam (foreach)"]["state_bytes_per_parameter"] == 8
     assert 0 < learned["fraction_of_matmul_throughput"] and learned["step_s"] > 0
     assert data["rule_flops_per_coordinate"] > 10_000
-    from learned_optim import list_pretrained, load_weights
-    assert data["weights"] == {"name": "default", "resolved": list_pretrained()["default"]["alias_of"],
+    from learned_optim import load_weights
+    from learned_optim.pretrained import aliases
+    assert data["weights"] == {"name": "default", "resolved": aliases()["default"],
                                "sha256": load_weights("default").sha256}  # the result names the rule it timed
     # the roofline bound: the larger of the compute time at matmul speed and the traffic at copy bandwidth
     n, bytes_each = row["parameters"], step_cost.bytes_per_coordinate(320)

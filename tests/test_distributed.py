@@ -55,10 +55,9 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_full_batch(tmp_path):
 
 
 @pytest.mark.slow
-# None: the default rule's per-tensor RMS; 0.5: the net's RMS too; "input": a rule with both per-tensor inputs;
-# "relative_step": each tensor's step scaled by its weights' RMS against the net's; "grad_relative_step": by its
-# gradient's
-@pytest.mark.parametrize("power", [None, 0.5, "input", "relative_step", "grad_relative_step"])
+# None: the default rule (each tensor's RMS and the net's); "input": a rule with both per-tensor inputs and no scale;
+# "decay": the default rule with weight decay
+@pytest.mark.parametrize("power", [None, "input", "decay"])
 def test_fsdp2_shards_the_state_and_matches_one_process(tmp_path, power):
     ranks = run_torchrun("fsdp", tmp_path, power)
     ref_params, ref_states = single_process_reference("fsdp", power)

@@ -11,6 +11,8 @@ from conftest import interrupted_run
 
 from learned_optim import load_weights
 from learned_optim import metatrain as mt
+from learned_optim.metatrain import estimators as mt_estimators
+from learned_optim.metatrain import train as mt_loop
 from learned_optim.metatrain import MetaTrainConfig, checkpoint_path, es_gradient, main, metatrain, run_meta_loss
 from learned_optim.nets import NetConfig
 from learned_optim.tasks import make_task
@@ -63,7 +65,7 @@ def test_on_a_linear_meta_loss_each_pair_is_exact_in_its_direction(monkeypatch, 
     """L(φ) = w·φ: a pair's difference is 2σ w·ε exactly, so the estimate is Σ_k (w·ε_k) ε_k whatever σ, drawn from
     the seed alone (the same seed, the same estimate)."""
     w = torch.tensor(w, dtype=torch.float64)
-    monkeypatch.setattr(mt, "run_meta_loss", lambda theta, problem, config, impl="fast": float(flat(theta.values()) @ w))
+    monkeypatch.setattr(mt_estimators, "run_meta_loss", lambda theta, problem, config, impl="fast": float(flat(theta.values()) @ w))
     config = MetaTrainConfig(task="quadratic", steps=10, unroll=10, net=SMALL, meta_grad="es", es_pairs=3, es_sigma=sigma)
     theta = mt.initial_theta(config, torch.device("cpu"))
     grads, stats = es_gradient(theta, None, config, seed=seed)
@@ -84,7 +86,7 @@ def test_a_pair_with_a_diverged_run_is_dropped(monkeypatch):
         calls["n"] += 1
         return float("inf") if calls["n"] == 3 else float(flat(theta.values()).sum())  # the second pair's first run
 
-    monkeypatch.setattr(mt, "run_meta_loss", meta_loss)
+    monkeypatch.setattr(mt_estimators, "run_meta_loss", meta_loss)
     config = MetaTrainConfig(task="quadratic", steps=10, unroll=10, net=SMALL, meta_grad="es", es_pairs=3)
     theta = mt.initial_theta(config, torch.device("cpu"))
     scores = []
@@ -107,7 +109,7 @@ def test_es_meta_training_improves_an_untrained_rule_and_resumes_exactly(tmp_pat
     assert all(entry["skipped_unrolls"] == 0 and entry["train_meta_loss"] > 0 for entry in log)
 
     # killed in the second run of epoch 2
-    interrupted_run(monkeypatch, mt, "es_runs", 6, lambda: metatrain(config, tmp_path / "b.safetensors", log=lambda m: None))
+    interrupted_run(monkeypatch, mt_loop, "es_runs", 6, lambda: metatrain(config, tmp_path / "b.safetensors", log=lambda m: None))
     assert checkpoint_path(tmp_path / "b.safetensors").exists()
     resumed = load_weights(metatrain(config, tmp_path / "b.safetensors", resume=True, log=lambda m: None))
     assert all(torch.equal(straight.theta[k], resumed.theta[k]) for k in straight.theta)

@@ -1,4 +1,4 @@
-"""The optimizer's C++ step (kernels.lstm_rule_step) against the reference network step."""
+"""The optimizer's C++ step (backends/cpp.py, lstm_rule_step) against the reference network step."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from learned_optim import LearnedOptimizer, kernels, nets
+from learned_optim import LearnedOptimizer, cpp_build, nets
+from learned_optim.backends import cpp as kernels
 from learned_optim.features import preprocess
 from learned_optim.nets import NetConfig
 
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel():
-    if not kernels.cpp_available("rule_step"):
+    if not cpp_build.available("rule_step"):
         if os.environ.get("LEARNED_OPTIM_REQUIRE_KERNEL"):
-            pytest.fail(f"the C++ step kernel did not build: {kernels.build_error('rule_step')}")
-        pytest.skip(f"C++ step kernel unavailable: {kernels.build_error('rule_step')}")
+            pytest.fail(f"the C++ step kernel did not build: {cpp_build.build_error('rule_step')}")
+        pytest.skip(f"C++ step kernel unavailable: {cpp_build.build_error('rule_step')}")
 
 
 def gradients(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -160,26 +161,30 @@ def test_fused_update_refuses_a_parameter_it_cannot_write(rule):
 @given(n=st.integers(1, 300_000), seed=st.integers(0, 2**16), nonfinite=st.integers(0, 5),
        magnitude=st.sampled_from([1e-38, 1e-20, 1.0, 1e30]))
 @example(n=1, seed=742, nonfinite=0, magnitude=1e-38)  # RMS 1.4e-39: 1 / RMS overflows float32, target / RMS does not
-def test_cpp_tensor_scale_matches_the_torch_one(n, seed, nonfinite, magnitude):
-    """kernels.tensor_scale and tensor_rms: features' values (to float32 rounding), non-finite entries ignored."""
-    from learned_optim.features import tensor_rms, tensor_scale
+def test_cpp_tensor_rms_matches_the_torch_one(n, seed, nonfinite, magnitude):
+    """The kernel's (RMS, count): features' values (to float32 rounding), non-finite entries ignored, and the scale
+    grad_norm="tensor" makes of it the same."""
+    from learned_optim.features import scale_for_rms, tensor_rms
 
     gen = torch.Generator().manual_seed(seed)
     grad = torch.randn(n, generator=gen) * torch.exp(torch.randn(n, generator=gen) * 2) * magnitude
     grad[torch.randint(0, n, (nonfinite,), generator=gen)] = torch.tensor([math.nan, math.inf, -math.inf]).repeat(2)[:nonfinite]
-    expected = float(tensor_scale(grad, 0.3, chunk_size=4096))
-    assert kernels.tensor_scale(grad, 0.3) == pytest.approx(expected, rel=1e-5)
-    rms, count = tensor_rms(grad, chunk_size=4096)  # the RMS and count grad_norm_power < 1 combines across tensors
-    assert kernels.tensor_rms(grad) == (pytest.approx(float(rms), rel=1e-5), int(torch.isfinite(grad).sum()))
+    rms, count = tensor_rms(grad, chunk_size=4096)
+    got = kernels.tensor_rms(grad)
+    assert got == (pytest.approx(float(rms), rel=1e-5), int(torch.isfinite(grad).sum()))
     assert int(count) == int(torch.isfinite(grad).sum())
+    assert scale_for_rms(got[0], 0.3) == pytest.approx(float(scale_for_rms(rms, 0.3)), rel=1e-5)
 
 
-def test_cpp_tensor_scale_is_one_where_there_is_nothing_to_normalize():
-    assert kernels.tensor_scale(torch.zeros(1000), 0.3) == 1.0
-    assert kernels.tensor_scale(torch.full((10,), math.nan), 0.3) == 1.0
+def test_cpp_tensor_rms_where_there_is_nothing_to_normalize():
+    from learned_optim.features import scale_for_rms
+
+    assert kernels.tensor_rms(torch.zeros(1000)) == (0.0, 1000)
+    assert kernels.tensor_rms(torch.full((10,), math.nan)) == (0.0, 0)
+    assert scale_for_rms(0.0, 0.3) == 1.0
     grad = torch.zeros(100_000)
     grad[77] = -4.0  # one finite entry among zeros: RMS = 4 / sqrt(N)
-    assert kernels.tensor_scale(grad, 0.3) == pytest.approx(0.3 / (4.0 / math.sqrt(100_000)), rel=1e-12)
+    assert scale_for_rms(kernels.tensor_rms(grad)[0], 0.3) == pytest.approx(0.3 / (4.0 / math.sqrt(100_000)), rel=1e-12)
 
 
 def test_optimizer_uses_the_kernel_and_falls_back_without_it(rule, monkeypatch):
@@ -200,7 +205,7 @@ def test_optimizer_uses_the_kernel_and_falls_back_without_it(rule, monkeypatch):
     # per step one call per tensor: float32 parameters and gradients, so the kernel writes the parameters itself
     # and there is no copy whose memory chunk_size would bound
     assert calls == [1200, 40, 40, 1] * 20
-    monkeypatch.setattr(kernels, "cpp_available", lambda name="lstm_cell": False)  # as where it cannot be built
+    monkeypatch.setattr(cpp_build, "available", lambda name: False)  # as where it cannot be built
     calls.clear()
     without = train(calls)
     assert calls == []

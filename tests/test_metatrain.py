@@ -13,6 +13,7 @@ from learned_optim import LearnedOptimizer, load_weights, nets
 from learned_optim.baselines import train as train_with
 from learned_optim.features import preprocess
 from learned_optim import metatrain as mt
+from learned_optim.metatrain import train as mt_loop
 from learned_optim.metatrain import (MetaTrainConfig, build_parser, checkpoint_path, config_from_args, main, metatrain, rollout,
                                      train_run)
 from learned_optim.nets import NetConfig
@@ -57,15 +58,15 @@ def test_meta_gradient_equals_full_backprop_with_detached_gradients(monkeypatch,
     total.backward()
 
     # the trainer, in float64
-    original = mt._Optimizee.__init__
+    original = mt.Optimizee.__init__
 
     def double_init(self, problem, device):
         original(self, problem, device)
         self.params = [p.double() for p in self.params]
 
-    monkeypatch.setattr(mt._Optimizee, "__init__", double_init)
+    monkeypatch.setattr(mt.Optimizee, "__init__", double_init)
     init_state = nets.init_state
-    monkeypatch.setattr(mt.nets, "init_state", lambda c, n, dtype=None, device="cpu": init_state(c, n, torch.float64, device))
+    monkeypatch.setattr(nets, "init_state", lambda c, n, dtype=None, device="cpu": init_state(c, n, torch.float64, device))
     theta2 = {k: v.clone().requires_grad_(True) for k, v in theta0.items()}
     capture = _Capture(list(theta2.values()))
     train_run(theta2, capture, problem, config)
@@ -112,11 +113,10 @@ def test_rollout_equals_learned_optimizer_on_the_module(rule):
 
 # the rule options that change what the rule sees or how far it steps, each given to the meta-trainer's rollout and
 # to LearnedOptimizer by the same NetConfig
-ROLLOUT_OPTIONS = {"grad_norm_power": dict(grad_norm_power=0.75),
-                   "both_inputs": dict(tensor_rms_input=True, net_scale_input=True),
-                   "relative_step": dict(relative_step=0.5),
-                   "grad_relative_step": dict(grad_relative_step=1.0),
-                   "both_relative_steps": dict(relative_step=0.5, grad_relative_step=0.5)}
+ROLLOUT_OPTIONS = {"tensor_norm": dict(),
+                   "tensor_input": dict(tensor_rms_input=True),
+                   "both_inputs": dict(tensor_rms_input=True, tensor_count_input=True),
+                   "clipped_count": dict(tensor_count_input=True, tensor_count_min=8)}
 
 
 @pytest.mark.parametrize("option", list(ROLLOUT_OPTIONS))
@@ -128,8 +128,9 @@ def test_rollout_applies_each_rule_option_as_the_optimizer_does(option):
     losses = rollout(rule.theta, config, task.sample(4), steps=20)
     via_optimizer = train_with(task.sample(4), lambda p: LearnedOptimizer(p, weights=rule), 20)
     torch.testing.assert_close(via_optimizer, losses, rtol=1e-4, atol=1e-5)
-    if option != "both_inputs":  # the same weights without the option take other steps (the inputs change theta's shape)
-        assert not torch.allclose(rollout(rule.theta, NetConfig(**base), task.sample(4), steps=20), losses)
+    if option == "tensor_norm":  # the same weights without the normalization take other steps
+        plain = NetConfig(hidden_size=6)
+        assert not torch.allclose(rollout(rule.theta, plain, task.sample(4), steps=20), losses)
 
 
 def test_end_to_end_writes_a_loadable_rule(tmp_path):
@@ -183,7 +184,7 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
     straight = metatrain(config, tmp_path / "a.safetensors", log=lambda m: None)
 
     # killed in the second run of epoch 2 (train_runs is called once per meta-batch of problems: here, per run)
-    interrupted_run(monkeypatch, mt, "train_runs", 4, lambda: metatrain(config, tmp_path / "b.safetensors", log=lambda m: None))
+    interrupted_run(monkeypatch, mt_loop, "train_runs", 4, lambda: metatrain(config, tmp_path / "b.safetensors", log=lambda m: None))
     assert checkpoint_path(tmp_path / "b.safetensors").exists()
     with pytest.raises(FileExistsError, match="pass --resume"):
         metatrain(config, tmp_path / "b.safetensors", log=lambda m: None)
@@ -224,7 +225,7 @@ def test_init_from_may_add_per_tensor_inputs_at_zero_weight(tmp_path):
     """A recipe that adds per-tensor inputs to init_from's rule starts at exactly that rule's update function: the
     first cell gets a zero input weight per added input, in the inputs' order, and nothing else changes."""
     source = load_weights(metatrain(MetaTrainConfig(**TINY), tmp_path / "src.safetensors", log=lambda m: None))
-    both = dataclasses.replace(source.config, tensor_rms_input=True, net_scale_input=True)
+    both = dataclasses.replace(source.config, tensor_rms_input=True, tensor_count_input=True)
     start = MetaTrainConfig(**{**TINY, "net": both, "epochs": 0, "init_from": str(tmp_path / "src.safetensors")})
     theta = mt.initial_theta(start)
     w, w0 = theta["cells.0.w_ih"], source.theta["cells.0.w_ih"]
@@ -237,18 +238,18 @@ def test_init_from_may_add_per_tensor_inputs_at_zero_weight(tmp_path):
             for w, model in ((source.name, small_model(3)), (str(tmp_path / "wide.safetensors"), small_model(3)))]
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-7)
     # one added input onto a rule that has the other: the new column goes to its place in the order
-    net_only = dataclasses.replace(source.config, net_scale_input=True)
+    count_only = dataclasses.replace(source.config, tensor_count_input=True)
     theta_n = {**source.theta, "cells.0.w_ih": torch.cat([w0, torch.full_like(w0[:, :1], 7.0)], dim=1)}
-    both_from_n = mt.widen(theta_n, net_only, both)["cells.0.w_ih"]
+    both_from_n = mt.widen(theta_n, count_only, both)["cells.0.w_ih"]
     assert not both_from_n[:, -2].any() and (both_from_n[:, -1] == 7).all()
     # removing an input, or changing anything else, is still refused
-    with pytest.raises(ValueError, match="differs in net_scale_input, tensor_rms_input"):
+    with pytest.raises(ValueError, match="differs in tensor_count_input, tensor_rms_input"):
         mt.start_weights(MetaTrainConfig(**{**TINY, "init_from": str(tmp_path / "wide.safetensors")}))
     with pytest.raises(ValueError, match="differs in hidden_size"):
         mt.start_weights(MetaTrainConfig(**{**TINY, "net": dataclasses.replace(both, hidden_size=5),
                                             "init_from": str(tmp_path / "src.safetensors")}))
     with pytest.raises(ValueError, match="per-tensor inputs added"):
-        mt.widen(theta_n, net_only, dataclasses.replace(source.config, tensor_rms_input=True))
+        mt.widen(theta_n, count_only, dataclasses.replace(source.config, tensor_rms_input=True))
 
 
 def test_a_started_run_orders_its_tensors_the_same_in_every_process(tmp_path):
@@ -286,7 +287,7 @@ def test_metatrain_on_cuda(tmp_path):
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-5)
     out = metatrain(config, tmp_path / "gpu.safetensors", log=lambda m: None)
     rule = load_weights(out)  # loads on CPU
-    assert rule.card["device"] == torch.cuda.get_device_name() and rule.card["cell_implementation"] == "nets.lstm_cell_fast"
+    assert rule.card["device"] == torch.cuda.get_device_name() and rule.card["cell_implementation"] == "cells.lstm_cell_fast"
     assert all(v.device.type == "cpu" and torch.isfinite(v).all() for v in rule.theta.values())
 
 

@@ -89,12 +89,12 @@ def test_fast_cell_gradients_match_reference():
 
 def test_cpp_cell_gradients_match_reference():
     """The C++ kernel's hand-written backward, in float32 against the reference cell's autograd."""
-    from learned_optim.kernels import build_error, cpp_available
+    from learned_optim import cpp_build
 
-    if not cpp_available():
+    if not cpp_build.available("lstm_cell"):
         if os.environ.get("LEARNED_OPTIM_REQUIRE_KERNEL"):
-            pytest.fail(f"the C++ kernel did not build: {build_error()}")
-        pytest.skip(f"C++ kernel unavailable: {build_error()}")
+            pytest.fail(f"the C++ kernel did not build: {cpp_build.build_error('lstm_cell')}")
+        pytest.skip(f"C++ kernel unavailable: {cpp_build.build_error('lstm_cell')}")
     config = NetConfig(num_layers=2, hidden_size=20)
     gen = torch.Generator().manual_seed(5)
     theta = {k: v.requires_grad_(True) for k, v in nets.init_theta(config, gen).items()}
@@ -108,9 +108,9 @@ def test_cpp_cell_gradients_match_reference():
 
 def test_cpp_cell_is_finite_and_right_at_extreme_preactivations():
     """Gate pre-activations far beyond exp's float32 range (|z| > 88) must saturate, not turn NaN."""
-    from learned_optim.kernels import cpp_available
+    from learned_optim import cpp_build
 
-    if not cpp_available():
+    if not cpp_build.available("lstm_cell"):
         pytest.skip("C++ kernel unavailable")
     config = NetConfig(num_layers=1, hidden_size=4)
     theta = nets.init_theta(config, torch.Generator().manual_seed(0))

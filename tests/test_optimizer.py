@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import loss_of, small_model
+from conftest import batch, loss_of, small_model
 from learned_optim import LearnedOptimizer, list_pretrained
 from learned_optim.pretrained import random_weights
 
@@ -75,7 +75,7 @@ def test_chunk_size_does_not_change_results(rule, chunk, dtype):
 
 
 def test_default_chunk_depends_on_the_device_and_an_explicit_one_wins(rule):
-    from learned_optim.optimizer import ACCELERATOR_CHUNK, CPU_CHUNK
+    from learned_optim.backends import ACCELERATOR_CHUNK, CPU_CHUNK
 
     p = torch.nn.Parameter(torch.ones(3))
     default = LearnedOptimizer([p], weights=rule)
@@ -370,6 +370,9 @@ def test_complex_and_integer_parameters_are_refused(rule):
         ({"nonfinite": "zero"}, "Invalid nonfinite: 'zero'"),
         ({"state_dtype": torch.int32}, "Invalid state_dtype: torch.int32"),
         ({"maximize": 1}, "Invalid maximize: 1"),
+        ({"weight_decay": -1e-4}, "Invalid weight_decay: -0.0001"),
+        ({"weight_decay": float("inf")}, "Invalid weight_decay: inf"),
+        ({"implementation": "compile"}, "Invalid implementation: 'compile'"),
     ],
 )
 def test_invalid_arguments(rule, kwargs, message):
@@ -536,3 +539,110 @@ def test_half_state_dict_round_trip_continues_bitwise(rule, dtype):
     train(resumed, o2, 3, start=3)
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+# -- lr and weight decay: what an Adam / AdamW habit meets -------------------------------------------------------
+
+
+@pytest.mark.parametrize("lr", [1e-3, 3e-4, 0.01])
+def test_an_adam_like_lr_is_warned_about_once(rule, lr):
+    params = [torch.nn.Parameter(torch.randn(2))]
+    with pytest.warns(UserWarning, match=r"multiplies the learned rule's own step") as caught:
+        opt = LearnedOptimizer(params, weights=rule, lr=lr)
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.randn(2))], "lr": lr})
+    assert len([w for w in caught if "learned rule's own step" in str(w.message)]) == 1
+    assert caught[0].filename == __file__  # it points at the user's line
+
+
+@pytest.mark.parametrize("lr", [1.0, 0.5, 0.1, 0.0])
+def test_a_learned_rule_lr_is_not_warned_about(rule, lr):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        param = torch.nn.Parameter(torch.randn(2))
+        opt = LearnedOptimizer([param], weights=rule, lr=lr)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+        for _ in range(10):  # a schedule that takes lr toward 0 is no Adam habit
+            param.grad = torch.ones(2)
+            opt.step()
+            scheduler.step()
+
+
+def test_weight_decay_is_decoupled_as_in_adamw(rule):
+    """p <- p (1 - lr wd), then the rule's step: the same as the rule's step from the decayed parameters, with the
+    gradient taken before the decay."""
+    lr, wd = 0.5, 1e-4
+    model_a, model_b = small_model(), small_model()
+    opt_a = LearnedOptimizer(model_a.parameters(), weights=rule, lr=lr, weight_decay=wd)
+    opt_b = LearnedOptimizer(model_b.parameters(), weights=rule, lr=lr)
+    for step in range(3):
+        for model in (model_a, model_b):
+            model.zero_grad()
+            ((model(batch(step)[0]) - batch(step)[1]) ** 2).mean().backward()
+        opt_a.step()
+        with torch.no_grad():
+            for p in model_b.parameters():
+                p.mul_(1 - lr * wd)
+        opt_b.step()
+        for a, b in zip(model_a.parameters(), model_b.parameters()):
+            assert torch.equal(a, b)
+    assert opt_a.state_dict()["param_groups"][0]["weight_decay"] == wd
+
+
+def test_weight_decay_per_group_and_scheduled_with_lr(rule):
+    p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = LearnedOptimizer([{"params": [p]}, {"params": [q], "weight_decay": 0.0}], weights=rule, weight_decay=1e-3,
+                           lr=0.5)
+    zero = LearnedOptimizer([torch.nn.Parameter(torch.ones(3))], weights=rule, lr=0.5)
+    for param in (p, q, *zero.param_groups[0]["params"]):
+        param.grad = torch.zeros(3)
+    opt.step()
+    zero.step()
+    reference = zero.param_groups[0]["params"][0]
+    torch.testing.assert_close(q, reference, rtol=0, atol=0)  # no decay in its group
+    # decayed from 1 first, then the same step (zero gradients, the same fresh state)
+    torch.testing.assert_close(p, reference - 0.5 * 1e-3, rtol=0, atol=1e-7)
+
+
+def test_an_adamw_like_weight_decay_is_warned_about(rule):
+    with pytest.warns(UserWarning, match=r"weight_decay=0.01 multiplies every parameter"):
+        LearnedOptimizer([torch.nn.Parameter(torch.ones(2))], weights=rule, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
+def test_weight_decay_leaves_a_skipped_coordinate_alone(rule, implementation):
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = LearnedOptimizer([p], weights=rule, weight_decay=1e-3, implementation=implementation)
+    p.grad = torch.tensor([0.1, float("nan"), -0.2, float("inf")])
+    opt.step()
+    assert p[1] == 1.0 and p[3] == 1.0 and p[0] != 1.0 and p[2] != 1.0
+
+
+def test_a_state_dict_from_before_weight_decay_loads_with_the_default(rule):
+    model = small_model()
+    opt = LearnedOptimizer(model.parameters(), weights=rule, weight_decay=1e-5)
+    train(model, opt, 2)
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        del group["weight_decay"]
+    again = LearnedOptimizer(model.parameters(), weights=rule, weight_decay=1e-5)
+    again.load_state_dict(saved)
+    assert again.param_groups[0]["weight_decay"] == 1e-5
+
+
+def test_the_compiled_implementation_takes_the_torch_paths_steps(rule):
+    """implementation="compiled": the batched network through torch.compile, the same steps to float32 rounding."""
+    model_a, model_b = small_model(), small_model()
+    train(model_a, LearnedOptimizer(model_a.parameters(), weights=rule, implementation="torch"), 4)
+    train(model_b, LearnedOptimizer(model_b.parameters(), weights=rule, implementation="compiled"), 4)
+    for a, b in zip(model_a.parameters(), model_b.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_the_constructor_takes_what_a_user_needs_and_no_rule_settings():
+    import inspect
+
+    names = list(inspect.signature(LearnedOptimizer).parameters)
+    assert names == ["params", "weights", "lr", "weight_decay", "maximize", "state_dtype", "nonfinite",
+                     "implementation", "chunk_size"]

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import REPO, loss_of, small_model
-from learned_optim import LearnedOptimizer, NetConfig, list_pretrained, load_weights, save_weights
+from learned_optim import LearnedOptimizer, NetConfig, list_pretrained, load_weights, pretrained_card, save_weights
 from learned_optim.nets import init_theta
-from learned_optim.pretrained import card_path, pretrained_dir
+from learned_optim.pretrained import aliases, card_path, pretrained_dir
 
 CARD_FIELDS = ("architecture", "task", "validation", "package_version", "created", "wall_time_s", "sha256", "command")
 # how a shipped rule was made: the card's recipe field and the command that reproduces it
@@ -123,16 +123,39 @@ def test_shipped_rules_load_with_complete_cards():
     shipped = list_pretrained()
     assert {"l2l-quadratic", "l2l-mnist", "l2l-mlp-family", "l2l-mlp-family-plus", "l2l-mlp-distill",
             "default"} <= shipped.keys()
-    assert "alias_of" in shipped["default"]
-    for name, card in shipped.items():
+    target = aliases()["default"]
+    assert shipped["default"] == f"alias of {target}: {shipped[target]}"
+    for name, description in shipped.items():
+        card = pretrained_card(name)
+        # the listing is one line per rule, for a user; the card is one call away
+        assert description and "\n" not in description and len(description) < 400, name
         for field in CARD_FIELDS:
             assert field in card, (name, field)
         rule = load_weights(name)
-        assert rule.sha256 == card["sha256"]
+        assert rule.sha256 == card["sha256"] and rule.card == card
         (maker,) = [m for m in MAKERS if m in card]  # one recipe, and the command of its maker
         assert card["command"].startswith(MAKERS[maker]), name
         assert card["validation"]["history"]
-    assert load_weights("default").sha256 == load_weights(shipped["default"]["alias_of"]).sha256
+        # a card speaks of shipped names and runs/ outputs, never of a path in a research folder
+        assert "benchmarks/results" not in json.dumps(card), name
+        if card.get("intermediate_of"):  # an intermediate rule names what it is part of, which ships too
+            assert card["intermediate_of"] in shipped
+    assert load_weights("default").sha256 == load_weights(target).sha256
+    with pytest.raises(ValueError, match="not a shipped rule"):
+        pretrained_card(str(pretrained_dir() / ".." / "pretrained" / "l2l-mnist.safetensors"))
+
+
+def test_every_rule_a_shipped_recipe_starts_from_ships_too():
+    """What rebuilds a shipped rule lives in pretrained/ and recipes/: every --init-from, --base and --specialist of a
+    shipped card's command names a shipped rule (or an output of the recipe's own earlier stage, under runs/)."""
+    import re
+
+    shipped = set(list_pretrained())
+    for name in shipped:
+        command = pretrained_card(name)["command"]
+        for flag in ("--init-from", "--base", "--specialist"):
+            for value in re.findall(rf"{flag} (\S+)", command):
+                assert value in shipped or value.startswith("runs/"), (name, flag, value)
 
 
 @pytest.mark.parametrize("name", ["default", "l2l-mnist", "l2l-mlp-family", "l2l-mlp-family-plus", "l2l-mlp-distill"])
@@ -212,7 +235,7 @@ def test_listing_skips_checkpoints_and_resolves_aliases(tmp_path, monkeypatch):
     (tmp_path / "aliases.json").write_text(json.dumps({"default": "rule-a"}))
     monkeypatch.setattr(pretrained, "pretrained_dir", lambda: tmp_path)
     listed = list_pretrained()
-    assert sorted(listed) == ["default", "rule-a"] and listed["default"]["alias_of"] == "rule-a"
+    assert sorted(listed) == ["default", "rule-a"] and listed["default"].startswith("alias of rule-a")
     assert load_weights("default").config == config
     with pytest.raises(ValueError, match="Available pretrained weights: default, rule-a"):
         load_weights("rule-b")

@@ -7,6 +7,7 @@ import torch
 
 from conftest import needs_mnist
 from learned_optim.tasks import FAMILIES, DataNotFoundError, make_task
+from learned_optim.tasks import data
 from learned_optim.tasks.data import load_mnist_arrays, mnist, read_idx
 from learned_optim.tasks.mnist import MNISTMLPConfig, mlp
 
@@ -39,8 +40,8 @@ def test_idx_reader_rejects_bad_files(tmp_path):
         read_idx(tmp_path / "short")
 
 
-def make_fake_mnist(root, n=6, gz=True):
-    raw = root / "MNIST" / "raw"
+def make_fake_mnist(root, n=6, gz=True, folder="MNIST"):
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(1)
     for split, count in (("train", n), ("t10k", n // 2)):
@@ -214,3 +215,35 @@ def test_mlp_families_share_no_model_with_the_deep_wide_grid(family):
     shapes = {(tuple(opts["hidden"]), opts["activation"]) for _, opts in members}
     assert not shapes & grid
     assert len({len(h) for h, _ in shapes}) >= 3 and len({a for _, a in shapes}) == 3  # depths and activations vary
+
+
+def test_fashion_mnist_from_a_small_root_or_debians_folder(tmp_path, monkeypatch):
+    """Fashion-MNIST: the same IDX files under ROOT/FashionMNIST/raw, or in the folder Debian's package fills."""
+    make_fake_mnist(tmp_path, folder="FashionMNIST")
+    x, y = data.image_dataset("fashion_mnist", tmp_path, "test")
+    images = data.load_idx_arrays("fashion_mnist", tmp_path, "test")[0]
+    expected = (images[0].reshape(-1).astype(np.float32) / 255 - 0.2860) / 0.3530
+    torch.testing.assert_close(x[0], torch.from_numpy(expected))
+    assert y.shape == (3,) and data.available_datasets(tmp_path)[0] == "fashion_mnist"
+    debian = tmp_path / "debian"
+    make_fake_mnist(debian, n=8, folder="x")
+    monkeypatch.setitem(data.IDX_DATASETS, "fashion_mnist", ("FashionMNIST", (debian / "x" / "raw",), (0.286, 0.353)))
+    assert data.load_idx_arrays("fashion_mnist", tmp_path / "empty", "train")[0].shape == (8, 28, 28)
+    monkeypatch.setitem(data.IDX_DATASETS, "fashion_mnist", ("FashionMNIST", (), (0.286, 0.353)))
+    with pytest.raises(DataNotFoundError, match="FashionMNIST not found"):
+        data.load_idx_arrays("fashion_mnist", tmp_path / "empty", "train")
+
+
+def test_the_digits_split_and_an_mlp_on_them():
+    pytest.importorskip("sklearn")
+    x, y = data.image_dataset("digits", split="train")
+    xt, yt = data.image_dataset("digits", split="test")
+    assert x.shape == (1500, 64) and xt.shape == (data.DIGITS_TEST, 64) and set(y.tolist()) == set(range(10))
+    assert abs(float(torch.cat([x, xt]).mean())) < 0.01 and abs(float(torch.cat([x, xt]).std()) - 1) < 0.01
+    task = make_task("mnist_mlp", dataset="digits", hidden=(16,))
+    problem = task.sample(0)
+    assert problem.model[0].in_features == 64 and task.describe()["dataset"] == "digits"
+    assert "dataset" not in make_task("quadratic").describe() and set(problem.evaluate()) == {"test_accuracy",
+                                                                                              "test_loss"}
+    with pytest.raises(ValueError, match="Invalid dataset"):
+        make_task("mnist_mlp", dataset="cifar")

@@ -15,10 +15,15 @@ from hypothesis import strategies as st
 
 from conftest import loss_of, small_model
 from learned_optim import LearnedOptimizer
-from learned_optim.features import tensor_input_columns
+from learned_optim.features import flat_terms
 from learned_optim.metatrain import build_parser, config_from_args, widen
 from learned_optim.nets import NetConfig
 from learned_optim.pretrained import load_weights, random_weights, save_weights
+
+
+def tensor_input_columns(flat, sizes, config):
+    """The per-tensor input columns of a flat gradient (features.flat_terms)."""
+    return flat_terms(flat, sizes, config)[1]
 
 COUNT = dict(grad_norm="tensor", grad_norm_target=0.01, tensor_count_input=True)
 
@@ -83,19 +88,15 @@ def test_the_input_travels_in_the_weight_file_and_the_metatrain_flag(tmp_path):
         NetConfig(tensor_count_input=1)
 
 
-def test_widening_adds_a_zero_column_and_a_rescale_leaves_the_count_alone():
+def test_widening_adds_a_zero_column():
     """From a rule with the tensor input to one that adds the count: the count's column is zero (the same update
-    function); feeding the ratio at another tensor_input_scale rescales its column and not the count's."""
+    function)."""
     source = random_weights(NetConfig(grad_norm="tensor", tensor_rms_input=True), seed=4)
     target = dataclasses.replace(source.config, tensor_count_input=True)
     wide = widen(source.theta, source.config, target)["cells.0.w_ih"]
     assert wide.shape == (80, 4) and torch.equal(wide[:, :3], source.theta["cells.0.w_ih"]) and not wide[:, 3].any()
-    with_count = dict(source.theta, **{"cells.0.w_ih": wide.clone()})
-    with_count["cells.0.w_ih"][:, 3] = 1.0
-    rescaled = dataclasses.replace(target, tensor_input_scale=0.5)  # divisor 2 instead of p = 10
-    w = widen(with_count, target, rescaled)["cells.0.w_ih"]
-    torch.testing.assert_close(w[:, 2], wide[:, 2] * 0.2)
-    assert torch.equal(w[:, 3], torch.ones(80))
+    with pytest.raises(ValueError, match="widen"):
+        widen(source.theta, source.config, dataclasses.replace(target, hidden_size=7))
 
 
 @settings(deadline=None, max_examples=40)

@@ -1,4 +1,4 @@
-"""The Triton step kernel (triton_step.lstm_rule_step) against the reference network step.
+"""The Triton backend (learned_optim/backends/triton.py, lstm_rule_step) against the reference network step.
 
 Runs on a CUDA device, or on the CPU under the Triton interpreter (TRITON_INTERPRET=1);
 skipped where triton is not installed or neither is present.
@@ -17,7 +17,8 @@ pytest.importorskip("triton")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from learned_optim import load_weights, nets, triton_step  # noqa: E402
+from learned_optim import load_weights, nets  # noqa: E402
+from learned_optim.backends import triton as triton_backend  # noqa: E402
 from learned_optim.features import preprocess  # noqa: E402
 from learned_optim.nets import NetConfig  # noqa: E402
 
@@ -62,7 +63,7 @@ def reference(theta, grad, state, config, sign=1.0):
 def run(grad, state, packed, config, device, sign=1.0, **kwargs):
     """The kernel on copies of ``state`` (moved to ``device``): (update, new state) on the CPU."""
     state = [s.to(device).contiguous().clone() for s in state]
-    update = triton_step.lstm_rule_step(grad.to(device).contiguous(), state, packed, config, sign, **kwargs)
+    update = triton_backend.lstm_rule_step(grad.to(device).contiguous(), state, packed, config, sign, **kwargs)
     return update.cpu(), [s.cpu() for s in state]
 
 
@@ -75,7 +76,7 @@ def assert_matches(update, new_state, ref_update, ref_state, tol=TOL):
 
 def check_steps(theta, config, n, device, steps=2, seed=0, **kwargs):
     gen = torch.Generator().manual_seed(seed)
-    packed = triton_step.pack(theta, config, device)
+    packed = triton_backend.pack(theta, config, device)
     state = random_state(config, n, gen)
     for _ in range(steps):  # chained steps, each from the reference's state
         grad = gradients(n, gen)
@@ -86,14 +87,14 @@ def check_steps(theta, config, n, device, steps=2, seed=0, **kwargs):
 
 
 def test_available():
-    assert triton_step.available()
+    assert triton_backend.available()
 
 
 @pytest.mark.parametrize("name", ["l2l-mnist", "l2l-mlp-family"])
 @pytest.mark.parametrize("n", [1, 37, 1000])
 def test_shipped_rules_match_the_reference(name, n, device):
     rule = load_weights(name)
-    assert triton_step.supports(rule.config)
+    assert triton_backend.supports(rule.config)
     check_steps(rule.theta, rule.config, n, device)
 
 
@@ -118,7 +119,7 @@ def test_a_device_scale_and_the_fused_parameter_update(maximize, device):
     rule = load_weights("l2l-mlp-family")
     config, n = rule.config, 333
     gen = torch.Generator().manual_seed(5)
-    packed = triton_step.pack(rule.theta, config, device)
+    packed = triton_backend.pack(rule.theta, config, device)
     state = random_state(config, n, gen)
     grad = gradients(n, gen)
     grad[7] = float("inf")
@@ -126,16 +127,16 @@ def test_a_device_scale_and_the_fused_parameter_update(maximize, device):
     ref_update, ref_state = reference(rule.theta, grad * scale, state, config, sign)
     param = torch.randn(n, generator=gen)
     states = [s.to(device).contiguous().clone() for s in state]
-    out = triton_step.lstm_rule_step(grad.to(device), states, packed, config, sign, scale=scale.to(device),
+    out = triton_backend.lstm_rule_step(grad.to(device), states, packed, config, sign, scale=scale.to(device),
                                      param=param.to(device).clone(), lr=lr)
     assert out is None
-    moved = triton_step.lstm_rule_step(grad.to(device), [s.to(device).contiguous().clone() for s in state], packed,
+    moved = triton_backend.lstm_rule_step(grad.to(device), [s.to(device).contiguous().clone() for s in state], packed,
                                        config, sign, scale=scale.to(device))
     ok = torch.isfinite(grad)
     torch.testing.assert_close(moved.cpu()[ok], ref_update[ok], **TOL)
     assert moved[7].cpu() == 0
     fused_param = param.to(device).clone()
-    triton_step.lstm_rule_step(grad.to(device), [s.to(device).contiguous().clone() for s in state], packed, config,
+    triton_backend.lstm_rule_step(grad.to(device), [s.to(device).contiguous().clone() for s in state], packed, config,
                                sign, scale=scale.to(device), param=fused_param, lr=lr)
     torch.testing.assert_close(fused_param.cpu()[ok], (param + lr * ref_update)[ok], **TOL)
     assert fused_param[7].cpu() == param[7]  # the non-finite coordinate is left where it was
@@ -143,22 +144,22 @@ def test_a_device_scale_and_the_fused_parameter_update(maximize, device):
         torch.testing.assert_close(a.cpu()[ok], b[ok], **TOL)
         assert torch.equal(a.cpu()[7], before[7])
     with pytest.raises(ValueError, match="param"):
-        triton_step.lstm_rule_step(grad.to(device), states, packed, config, param=torch.zeros(n - 1, device=device))
+        triton_backend.lstm_rule_step(grad.to(device), states, packed, config, param=torch.zeros(n - 1, device=device))
     with pytest.raises(ValueError, match="scale"):
-        triton_step.lstm_rule_step(grad.to(device), states, packed, config, scale=torch.ones(2, device=device))
+        triton_backend.lstm_rule_step(grad.to(device), states, packed, config, scale=torch.ones(2, device=device))
 
 
 def test_the_products_precision_follows_torchs_float32_matmul_setting():
     before = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("highest")
-        assert triton_step.torch_precision() == "ieee"
+        assert triton_backend.torch_precision() == "ieee"
         torch.set_float32_matmul_precision("high")
-        assert triton_step.torch_precision() == "tf32"
+        assert triton_backend.torch_precision() == "tf32"
     finally:
         torch.set_float32_matmul_precision(before)
-    for precision, (block, warps) in triton_step.DEFAULT_LAUNCH.items():
-        assert triton_step.default_num_warps(block, precision) == warps
+    for precision, (block, warps) in triton_backend.DEFAULT_LAUNCH.items():
+        assert triton_backend.default_num_warps(block, precision) == warps
 
 
 @settings(max_examples=15)
@@ -175,7 +176,7 @@ def test_property_matches_the_reference(hidden, layers, pre, p, scale, n, seed, 
     config = NetConfig(num_layers=layers, hidden_size=hidden, preprocess=pre, p=p, output_scale=0.1)
     gen = torch.Generator().manual_seed(seed)
     theta = {k: v * scale for k, v in nets.init_theta(config, gen).items()}
-    packed = triton_step.pack(theta, config, device)
+    packed = triton_backend.pack(theta, config, device)
     state = random_state(config, n, gen)
     grad = gradients(n, gen)
     ref_update, ref_state = reference(theta, grad, state, config)
@@ -188,7 +189,7 @@ def test_sign_and_scale_multiply_the_gradient(sign, device):
     rule = load_weights("l2l-mnist")
     config, theta = rule.config, rule.theta
     gen = torch.Generator().manual_seed(5)
-    packed = triton_step.pack(theta, config, device)
+    packed = triton_backend.pack(theta, config, device)
     state, grad = random_state(config, 77, gen), gradients(77, gen)
     ref_update, ref_state = reference(theta, grad, state, config, sign=sign)
     update, new_state = run(grad, state, packed, config, device, sign=sign)
@@ -199,7 +200,7 @@ def test_nonfinite_coordinates_get_no_update_and_keep_their_state(device):
     rule = load_weights("l2l-mnist")
     config = rule.config
     gen = torch.Generator().manual_seed(9)
-    packed = triton_step.pack(rule.theta, config, device)
+    packed = triton_backend.pack(rule.theta, config, device)
     n = 100
     state, grad = random_state(config, n, gen), gradients(n, gen)
     where = [0, 3, 17, 63, 64, 65, 99]
@@ -220,7 +221,7 @@ def test_a_huge_sign_that_overflows_counts_as_nonfinite(device):
     """sign * grad is tested, not grad: a finite gradient times a scale can overflow to inf."""
     rule = load_weights("l2l-mnist")
     config = rule.config
-    packed = triton_step.pack(rule.theta, config, device)
+    packed = triton_backend.pack(rule.theta, config, device)
     state = random_state(config, 3, torch.Generator().manual_seed(1))
     grad = torch.tensor([1e30, 1.0, -1e30])
     update, new_state = run(grad, state, packed, config, device, sign=1e10)
@@ -235,7 +236,7 @@ def test_low_precision_state_storage(dtype, device):
     rule = load_weights("l2l-mnist")
     config, theta = rule.config, rule.theta
     gen = torch.Generator().manual_seed(2)
-    packed = triton_step.pack(theta, config, device)
+    packed = triton_backend.pack(theta, config, device)
     n = 130
     state = [s.to(dtype) for s in random_state(config, n, gen)]
     for _ in range(2):
@@ -256,7 +257,7 @@ def test_extreme_preactivations_saturate_without_nan(device):
     config = rule.config
     gen = torch.Generator().manual_seed(3)
     theta = {k: v * 400.0 for k, v in nets.init_theta(config, gen).items()}
-    packed = triton_step.pack(theta, config, device)
+    packed = triton_backend.pack(theta, config, device)
     state = random_state(config, 64, gen, scale=50.0)
     grad = gradients(64, gen) * 1e3
     ref_update, ref_state = reference(theta, grad, state, config)
@@ -271,7 +272,7 @@ def test_tf32_products_are_close(device):
     rule = load_weights("l2l-mnist")
     config = rule.config
     gen = torch.Generator().manual_seed(4)
-    packed = triton_step.pack(rule.theta, config, device)
+    packed = triton_backend.pack(rule.theta, config, device)
     state, grad = random_state(config, 100, gen), gradients(100, gen)
     ref_update, ref_state = reference(rule.theta, grad, state, config)
     # tf32: 10-bit mantissas in the products; tf32x3: split in three tf32 products, about float32's accuracy
@@ -282,35 +283,35 @@ def test_tf32_products_are_close(device):
 
 def test_empty_gradient(device):
     rule = load_weights("l2l-mnist")
-    packed = triton_step.pack(rule.theta, rule.config, device)
+    packed = triton_backend.pack(rule.theta, rule.config, device)
     update, state = run(torch.zeros(0), random_state(rule.config, 0, torch.Generator()), packed, rule.config, device)
     assert update.shape == (0,)
 
 
 def test_supports_and_argument_checks(device):
-    assert not triton_step.supports(NetConfig(cell="gru"))
-    assert not triton_step.supports(NetConfig(hidden_size=33))
-    assert not triton_step.supports(NetConfig(num_layers=5))
-    assert triton_step.supports(NetConfig(num_layers=4, hidden_size=32, preprocess="none"))
+    assert not triton_backend.supports(NetConfig(cell="gru"))
+    assert not triton_backend.supports(NetConfig(hidden_size=33))
+    assert not triton_backend.supports(NetConfig(num_layers=5))
+    assert triton_backend.supports(NetConfig(num_layers=4, hidden_size=32, preprocess="none"))
     with pytest.raises(ValueError):
-        triton_step.pack(nets.init_theta(NetConfig(cell="gru")), NetConfig(cell="gru"), device)
+        triton_backend.pack(nets.init_theta(NetConfig(cell="gru")), NetConfig(cell="gru"), device)
     rule = load_weights("l2l-mnist")
     config = rule.config
-    packed = triton_step.pack(rule.theta, config, device)
+    packed = triton_backend.pack(rule.theta, config, device)
     state = [s.to(device) for s in random_state(config, 10, torch.Generator())]
     grad = torch.zeros(10, device=device)
     with pytest.raises(ValueError):  # packed for another config
-        triton_step.lstm_rule_step(grad, state, packed, NetConfig(hidden_size=20, num_layers=1), 1.0)
+        triton_backend.lstm_rule_step(grad, state, packed, NetConfig(hidden_size=20, num_layers=1), 1.0)
     with pytest.raises(ValueError):
-        triton_step.lstm_rule_step(grad, state[:2], packed, config, 1.0)
+        triton_backend.lstm_rule_step(grad, state[:2], packed, config, 1.0)
     with pytest.raises(ValueError):
-        triton_step.lstm_rule_step(grad.double(), state, packed, config, 1.0)
+        triton_backend.lstm_rule_step(grad.double(), state, packed, config, 1.0)
     with pytest.raises(ValueError):
-        triton_step.lstm_rule_step(grad, state, packed, config, 1.0, input_precision="bf16")
+        triton_backend.lstm_rule_step(grad, state, packed, config, 1.0, input_precision="bf16")
     with pytest.raises(ValueError):
-        triton_step.lstm_rule_step(grad, state, packed, config, 1.0, block=48)
+        triton_backend.lstm_rule_step(grad, state, packed, config, 1.0, block=48)
     with pytest.raises(ValueError):  # one dtype for all state tensors
-        triton_step.lstm_rule_step(grad, [state[0].half(), *state[1:]], packed, config, 1.0)
+        triton_backend.lstm_rule_step(grad, [state[0].half(), *state[1:]], packed, config, 1.0)
 
 
 # -- LearnedOptimizer on the Triton path --------------------------------------------------------
@@ -319,14 +320,14 @@ def test_supports_and_argument_checks(device):
 @pytest.fixture
 def triton_path(monkeypatch, device):
     """LearnedOptimizer's fast path through the Triton kernel, also on the CPU under the interpreter."""
-    from learned_optim import LearnedOptimizer
+    from learned_optim.backends import cpp
 
-    if device == "cpu":
-        monkeypatch.setattr(LearnedOptimizer, "_use_kernel", lambda self, d: False)
-        monkeypatch.setattr(LearnedOptimizer, "_use_triton", lambda self, d: self.implementation == "fast")
+    if device == "cpu":  # the C++ backend steps aside; the Triton one (under the interpreter) takes "fast"
+        monkeypatch.setattr(cpp.CppBackend, "covers", staticmethod(lambda context, d: False))
+        monkeypatch.setattr(triton_backend.TritonBackend, "covers", staticmethod(lambda context, d: True))
     calls = []
-    original = triton_step.lstm_rule_step
-    monkeypatch.setattr(triton_step, "lstm_rule_step", lambda *a, **k: calls.append(a[0].numel()) or original(*a, **k))
+    original = triton_backend.lstm_rule_step
+    monkeypatch.setattr(triton_backend, "lstm_rule_step", lambda *a, **k: calls.append(a[0].numel()) or original(*a, **k))
     return calls
 
 
@@ -337,7 +338,7 @@ def triton_path(monkeypatch, device):
     ("default", torch.bfloat16, False, torch.float32),
     ("default", torch.float32, False, torch.bfloat16),  # not fused: the update is added outside the kernel
     ("tensor_rms_input", torch.float32, False, torch.float32),  # the per-tensor input folded into layer 0's biases
-    ("both_inputs", torch.float32, False, torch.float32),  # that and net_scale_input, both folded
+    ("both_inputs", torch.float32, False, torch.float32),  # that and the tensor count, both folded
 ])
 def test_learned_optimizer_on_the_triton_path_matches_the_torch_path(triton_path, device, weights, state_dtype, maximize,
                                                                     param_dtype):
@@ -350,8 +351,8 @@ def test_learned_optimizer_on_the_triton_path_matches_the_torch_path(triton_path
     if weights in ("tensor_rms_input", "both_inputs"):
         from learned_optim.pretrained import random_weights
 
-        weights = random_weights(NetConfig(grad_norm="tensor", grad_norm_target=0.01, grad_norm_power=0.5,
-                                           tensor_rms_input=True, net_scale_input=weights == "both_inputs"), seed=1)
+        weights = random_weights(NetConfig(grad_norm="tensor", grad_norm_target=0.01, tensor_rms_input=True,
+                                           tensor_count_input=weights == "both_inputs"), seed=1)
     opts = {impl: LearnedOptimizer(ps, weights=weights, lr=0.5, maximize=maximize, chunk_size=16, state_dtype=state_dtype,
                                    implementation=impl) for impl, ps in params.items()}
     for _ in range(3):
@@ -377,26 +378,34 @@ def test_learned_optimizer_on_the_triton_path_matches_the_torch_path(triton_path
 # -- grad_norm's per-tensor scale --------------------------------------------------------------
 
 
+def tensor_scale(grad: torch.Tensor, target: float, block: int = triton_backend.SCALE_BLOCK) -> torch.Tensor:
+    """The factor the optimizer puts on a CUDA gradient: the Triton kernel's RMS through features.scale_for_rms,
+    in float32 (as LearnedOptimizer hands it to the kernel)."""
+    from learned_optim.features import scale_for_rms
+
+    return scale_for_rms(triton_backend.tensor_rms(grad, block=block)[0], target).to(torch.float32)
+
+
 @settings(deadline=None, max_examples=25)
 @given(n=st.integers(0, 20_000), seed=st.integers(0, 2**16), nonfinite=st.integers(0, 4),
        magnitude=st.sampled_from([1e-40, 1e-20, 1.0, 1e30]), block=st.sampled_from([16, 1024, 4096]))
 def test_tensor_scale_matches_the_torch_one(device, n, seed, nonfinite, magnitude, block):
-    """One float64 pass: features.tensor_scale's value (to float32 rounding), non-finite entries ignored."""
-    from learned_optim.features import tensor_scale
+    """One float64 pass: the torch reduction's value (to float32 rounding), non-finite entries ignored."""
+    from learned_optim.features import scale_for_rms, tensor_rms
 
     gen = torch.Generator().manual_seed(seed)
     grad = torch.randn(n, generator=gen) * torch.exp(torch.randn(n, generator=gen) * 2) * magnitude
     if n:
         grad[torch.randint(0, n, (nonfinite,), generator=gen)] = torch.tensor([math.nan, math.inf, -math.inf, math.nan])[:nonfinite]
-    got = triton_step.tensor_scale(grad.to(device), 0.3, block=block)
+    got = tensor_scale(grad.to(device), 0.3, block=block)
     assert got.dtype == torch.float32 and got.shape == () and got.device.type == torch.device(device).type
     finite = grad[torch.isfinite(grad)].double()
     rms = float(finite.square().mean().sqrt()) if finite.numel() else 0.0
     exact = torch.tensor(min(0.3 / rms, torch.finfo(torch.float32).max) if rms > 0 else 1.0, dtype=torch.float32)
     torch.testing.assert_close(got.cpu(), exact, rtol=2e-6, atol=0)
     if magnitude > 1e-40:  # all-subnormal: the float32 torch version loses bits in its rescaling by the largest entry
-        torch.testing.assert_close(got.cpu(), tensor_scale(grad, 0.3), rtol=2e-6, atol=0)
-    got_rms, got_count = triton_step.tensor_rms(grad.to(device), block=block)  # what grad_norm_power < 1 combines
+        torch.testing.assert_close(got.cpu(), scale_for_rms(tensor_rms(grad)[0], 0.3).float(), rtol=2e-6, atol=0)
+    got_rms, got_count = triton_backend.tensor_rms(grad.to(device), block=block)  # what the per-tensor inputs combine
     assert got_rms.dtype == torch.float64 and int(got_count) == finite.numel()
     assert float(got_rms) == pytest.approx(rms, rel=1e-12)
 
@@ -406,9 +415,9 @@ def test_tensor_scale_partial_sums_do_not_grow_with_the_tensor(device, monkeypat
     gen = torch.Generator().manual_seed(5)
     grad = torch.randn(5000, generator=gen) * 1e-3
     grad[123] = math.inf
-    wide = triton_step.tensor_scale(grad.to(device), 0.3, block=16)  # 313 blocks, 313 programs
-    monkeypatch.setattr(triton_step, "SCALE_PROGRAMS", 7)  # 313 blocks over 7 programs: 45 rounds, the last partial
-    narrow = triton_step.tensor_scale(grad.to(device), 0.3, block=16)
+    wide = tensor_scale(grad.to(device), 0.3, block=16)  # 313 blocks, 313 programs
+    monkeypatch.setattr(triton_backend, "SCALE_PROGRAMS", 7)  # 313 blocks over 7 programs: 45 rounds, the last partial
+    narrow = tensor_scale(grad.to(device), 0.3, block=16)
     torch.testing.assert_close(narrow, wide, rtol=1e-6, atol=0)
     finite = torch.cat([grad[:123], grad[124:]]).double()
     assert float(narrow) == pytest.approx(0.3 / float(finite.square().mean().sqrt()), rel=1e-6)
@@ -416,6 +425,6 @@ def test_tensor_scale_partial_sums_do_not_grow_with_the_tensor(device, monkeypat
 
 def test_tensor_scale_is_one_where_there_is_nothing_to_normalize(device):
     for grad in (torch.zeros(100), torch.full((10,), math.nan), torch.zeros(0)):
-        assert float(triton_step.tensor_scale(grad.to(device), 0.3)) == 1.0
+        assert float(tensor_scale(grad.to(device), 0.3)) == 1.0
     with pytest.raises(ValueError):
-        triton_step.tensor_scale(torch.zeros(10, dtype=torch.float64, device=device), 0.3)
+        triton_backend.tensor_rms(torch.zeros(10, dtype=torch.float64, device=device))

@@ -98,11 +98,9 @@ class LearnedRule(Rule):
     already rescaled to its tensor's target RMS (LearnedOptimizer does that before the step).
     A rule with ``tensor_rms_input`` also sees where the coordinate's tensor sits in the net,
     log(RMS_tensor / RMS_net) / p: ``tensor_rms_ratio`` (default 0, a tensor at the net's RMS); one with
-    ``net_scale_input`` how unequal the net's tensors' scales are: ``net_scale`` (default 0, all at one scale); one
-    with ``tensor_count_input`` log of how many tensors the net has: ``tensor_count`` (default log of one tensor clipped to the rule's
-    range: 0 unless its tensor_count_min is above 1); one
-    with ``grad_noise_input`` log(RMS(EMA of g) / RMS(g)) of its tensor, centred: ``grad_noise`` (default 0,
-    successive gradients that are independent noise; 1.47 when they agree).
+    ``tensor_count_input`` log of how many tensors the net has: ``tensor_count`` (default: log of one tensor clipped
+    to the rule's range, 0 unless its tensor_count_min is above 1). The inputs are computed by features.rule_inputs,
+    as in the optimizer and the meta-trainer.
     """
 
     def __init__(self, weights: "str | RuleWeights | None" = "default", dtype=torch.float64) -> None:
@@ -112,15 +110,12 @@ class LearnedRule(Rule):
         self.state_size = self.config.state_size
         self.name = self.weights.name
         self.tensor_rms_ratio = 0.0
-        self.net_scale = 0.0
         self.tensor_count = math.log(clipped_tensor_count(1, self.config))
-        self.grad_noise = 0.0
 
     @property
     def input_names(self) -> list[str]:
         """The attributes holding the rule's per-tensor inputs, in the order of its input columns."""
-        return (["tensor_rms_ratio"] * self.config.tensor_rms_input + ["net_scale"] * self.config.net_scale_input
-                + ["tensor_count"] * self.config.tensor_count_input + ["grad_noise"] * self.config.grad_noise_input)
+        return ["tensor_rms_ratio"] * self.config.tensor_rms_input + ["tensor_count"] * self.config.tensor_count_input
 
     def init_state(self, n: int = 1, dtype=torch.float64) -> torch.Tensor:
         return torch.zeros(n, self.state_size, dtype=dtype)

@@ -23,7 +23,7 @@ TASKS: dict[str, type[Task]] = {
     "rosenbrock": RosenbrockTask,
     "two_moons": TwoMoonsTask,
     "mnist_cnn": MNISTCNNTask,
-    # a distribution over the tasks above (issue 5: rules that serve many models)
+    # a distribution over the tasks above: how a rule learns to serve many models
     "mixture": MixtureTask,
 }
 

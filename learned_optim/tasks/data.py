@@ -1,9 +1,12 @@
-"""Datasets from a local data root: MNIST in the layout torchvision uses.
+"""Datasets from local files: MNIST and Fashion-MNIST (IDX files), and scikit-learn's digits. Nothing is downloaded.
 
-The root is, in order: an explicit argument (``--data-root``), the environment
+The data root is, in order: an explicit argument (``--data-root``), the environment
 variable ``LEARNED_OPTIM_DATA``, or ``$XDG_CACHE_HOME/learned_optim/data``
 (``~/.cache/learned_optim/data``). MNIST's four original files go in
-``ROOT/MNIST/raw/``, gzipped or not. Nothing is downloaded.
+``ROOT/MNIST/raw/``, gzipped or not; Fashion-MNIST's (the same file names) in
+``ROOT/FashionMNIST/raw/``, or where Debian's ``dataset-fashion-mnist`` package puts them
+(``/usr/share/datasets/fashion-mnist``). The digits (1,797 8×8 images) come with
+scikit-learn, where it is installed.
 
 Where torchvision imports and the files are already extracted, its MNIST class
 reads them; otherwise a small IDX reader here does (torchvision is optional and
@@ -26,6 +29,13 @@ MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual normalization constants of the training set
+# IDX datasets: name -> (folder under the data root, other folders to look in, training-set mean and std)
+IDX_DATASETS = {
+    "mnist": ("MNIST", (), (MNIST_MEAN, MNIST_STD)),
+    "fashion_mnist": ("FashionMNIST", (Path("/usr/share/datasets/fashion-mnist"),), (0.2860, 0.3530)),
+}
+DATASETS = (*IDX_DATASETS, "digits")
+DIGITS_TEST = 297  # the digits' last 297 images (after a fixed shuffle) are its test split, the first 1,500 training
 
 # IDX type codes -> numpy dtypes (big-endian where multi-byte)
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -75,11 +85,13 @@ def _find(raw: Path, stem: str) -> Path | None:
     return None
 
 
-def _missing_message(root: Path) -> str:
+def _missing_message(root: Path, name: str = "mnist") -> str:
+    folder, elsewhere, _ = IDX_DATASETS[name]
+    also = "".join(f", or in {path}" for path in elsewhere)
     return (
-        f"MNIST not found under {root}: put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-        f"t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in {root / 'MNIST' / 'raw'}, "
-        f"or point --data-root / {ENV_VAR} at the folder that holds MNIST/raw/"
+        f"{folder} not found under {root}: put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        f"t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in {root / folder / 'raw'}{also}, "
+        f"or point --data-root / {ENV_VAR} at the folder that holds {folder}/raw/"
     )
 
 
@@ -96,34 +108,89 @@ def _torchvision_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray] 
     return dataset.data.numpy().astype(np.uint8, copy=False), dataset.targets.numpy().astype(np.uint8)
 
 
-def load_mnist_arrays(root: str | os.PathLike | None = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """MNIST images (N, 28, 28) uint8 and labels (N,) of a split, "train" or "test"."""
+def idx_files(name: str, root: str | os.PathLike | None = None, split: str = "train") -> list[Path] | None:
+    """The (images, labels) files of an IDX dataset's split, where they are found (None where not)."""
+    folder, elsewhere, _ = IDX_DATASETS[name]
+    for raw in (resolve_data_root(root) / folder / "raw", *elsewhere):
+        paths = [_find(raw, stem) for stem in MNIST_FILES[split]]
+        if all(p is not None for p in paths):
+            return paths
+    return None
+
+
+def load_idx_arrays(name: str, root: str | os.PathLike | None = None,
+                    split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """An IDX dataset's images (N, 28, 28) uint8 and labels (N,) of a split, "train" or "test"."""
+    if name not in IDX_DATASETS:
+        raise ValueError(f"Invalid dataset: {name!r} (allowed: {', '.join(IDX_DATASETS)})")
     if split not in MNIST_FILES:
         raise ValueError(f"Invalid split: {split!r} (allowed: train, test)")
-    root = resolve_data_root(root)
-    raw = root / "MNIST" / "raw"
-    paths = [_find(raw, stem) for stem in MNIST_FILES[split]]
-    if any(p is None for p in paths):
-        raise DataNotFoundError(_missing_message(root))
-    if all(p.suffix != ".gz" for p in paths):
-        via_torchvision = _torchvision_mnist(root, split)
+    paths = idx_files(name, root, split)
+    if paths is None:
+        raise DataNotFoundError(_missing_message(resolve_data_root(root), name))
+    if name == "mnist" and all(p.suffix != ".gz" for p in paths):
+        via_torchvision = _torchvision_mnist(resolve_data_root(root), split)
         if via_torchvision is not None:
             return via_torchvision
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"MNIST files under {raw} are inconsistent: images {images.shape}, labels {labels.shape}")
+        raise ValueError(f"{name} files beside {paths[0]} are inconsistent: images {images.shape}, labels {labels.shape}")
     return images, labels
 
 
-@functools.lru_cache(maxsize=8)
-def _mnist_tensors(root: str, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = load_mnist_arrays(root, split)
-    x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / 255.0)
-    x = (x - MNIST_MEAN) / MNIST_STD
+def load_mnist_arrays(root: str | os.PathLike | None = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST images (N, 28, 28) uint8 and labels (N,) of a split, "train" or "test"."""
+    return load_idx_arrays("mnist", root, split)
+
+
+@functools.lru_cache(maxsize=16)
+def _tensors(name: str, root: str, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if name == "digits":
+        images, labels = _digits_arrays(split)
+        x = torch.from_numpy(images.astype(np.float32) / 16.0)
+        mean, std = _DIGITS_STATS
+    else:
+        images, labels = load_idx_arrays(name, root, split)
+        x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / 255.0)
+        mean, std = IDX_DATASETS[name][2]
+    x = (x - mean) / std
     y = torch.from_numpy(labels.astype(np.int64))
     return x.to(device), y.to(device)
 
 
+_DIGITS_STATS = (0.3053, 0.3760)  # mean and std of the digits' pixels / 16 (all 1,797 images)
+
+
+def _digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataNotFoundError("the digits dataset comes with scikit-learn: pip install scikit-learn") from None
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    pick = order[:-DIGITS_TEST] if split == "train" else order[-DIGITS_TEST:]
+    return digits.data[pick], digits.target[pick]
+
+
+def image_dataset(name: str = "mnist", root: str | os.PathLike | None = None, split: str = "train",
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """A classification dataset's split as (x (N, D) float32, flattened and normalized; y (N,) int64), cached:
+    "mnist", "fashion_mnist" (D = 784) or "digits" (D = 64)."""
+    if name not in DATASETS:
+        raise ValueError(f"Invalid dataset: {name!r} (allowed: {', '.join(DATASETS)})")
+    if split not in ("train", "test"):
+        raise ValueError(f"Invalid split: {split!r} (allowed: train, test)")
+    return _tensors(name, str(resolve_data_root(root)), split, str(torch.device(device)))
+
+
+def available_datasets(root: str | os.PathLike | None = None) -> list[str]:
+    """The datasets found here, in the order of ``DATASETS``."""
+    found = [name for name in IDX_DATASETS if idx_files(name, root, "train") and idx_files(name, root, "test")]
+    import importlib.util
+
+    return found + ["digits"] * (importlib.util.find_spec("sklearn") is not None)
+
+
 def mnist(root: str | os.PathLike | None = None, split: str = "train", device: torch.device | str = "cpu"):
     """Normalized, flattened MNIST of a split as (x (N, 784) float32, y (N,) int64), cached."""
-    return _mnist_tensors(str(resolve_data_root(root)), split, str(torch.device(device)))
+    return image_dataset("mnist", root, split, device)

@@ -5,7 +5,7 @@
     task.sample(seed)   # member seed % len(members), sampled with the same seed
 
 Meta-training on a mixture is how a rule learns to serve many models rather than
-one (issue 5's first lever). The member of a seed is ``seed % len(members)``, so
+one. The member of a seed is ``seed % len(members)``, so
 consecutive meta-training seeds go round the members in turn and validation (its
 own seed range) covers them evenly; a problem is exactly what its member task
 gives for that seed, on any device. Named families (``FAMILIES``) keep recipes
@@ -50,15 +50,15 @@ FAMILIES["mlp-family-plus"] = FAMILIES["mlp-family"] + _mlps(
 # mlp-family-plus with one net that is deep and wide at once (4x128 sigmoid, not a grid cell): rules trained on
 # mlp-family-plus over whole runs drift away from the grid's 5x300, which no other member resembles.
 FAMILIES["mlp-family-deep"] = FAMILIES["mlp-family-plus"] + _mlps((((128, 128, 128, 128), "sigmoid", 128),))
-# mlp-family-plus with four small-batch ReLU nets (batch 32-64, none a grid cell or a net of session 28's
-# small_batch.py): the default, trained at batch 64-256, takes about four times too large a step on noisy ReLU nets.
+# mlp-family-plus with four small-batch ReLU nets (batch 32-64, none a grid cell): rules trained at batch 64-256
+# take about four times too large a step on noisy ReLU nets (docs/research/a-default-for-deep-and-wide-nets.md).
 FAMILIES["mlp-family-noisy"] = FAMILIES["mlp-family-plus"] + _mlps(
     (hidden, "relu", batch) for hidden, batch in (((32,), 32), ((96,), 64), ((48, 48), 48), ((40,), 32))
 )
 
-# Mostly one-layer nets, sigmoid and ReLU (ReLU kept in the objective, unlike a single-net specialist): the family of
-# a screened partner for weight-space interpolation with the default (screen.md, session 24: fine-tuned on these, the
-# default gains on the base task and loses the grid's 5x300 before it gains enough).
+# Mostly one-layer nets, sigmoid and ReLU (ReLU kept in the objective, unlike a single-net specialist): tried as a
+# partner for weight-space interpolation with l2l-mlp-family-plus (fine-tuned on these, that rule gains on the base
+# task and loses the grid's 5x300 before it gains enough).
 FAMILIES["mlp-shallow"] = _mlps((
     ((24,), "sigmoid", 128),
     ((16,), "sigmoid", 128),
