@@ -89,7 +89,7 @@ def test_tools_run_on_a_shipped_learned_rule():
     """The learned rule goes through the package's own step: its fixed point at g = 0 is found and linearized."""
     rule = LearnedRule("default")
     # run until the state has settled: l2l-mlp-family-plus's slowest mode has a timescale of about 45 steps; the
-    # default since session 32 (l2l-mlp-distill) moves its state by about 4e-6 per step at step 200, 1e-16 by 1000
+    # default (l2l-mlp-distill) moves its state by about 4e-6 per step at step 200, 1e-16 by 1000
     run = autonomous(rule, steps=1000)
     assert run.states.shape == (1001, rule.state_size) and torch.isfinite(run.effective_lrs).all()
     start = run.states[-4:] + 0.01 * torch.randn(4, rule.state_size, generator=torch.Generator().manual_seed(0), **F64)

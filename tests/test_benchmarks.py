@@ -479,7 +479,7 @@ def test_deep_wide_keeps_a_cells_tuning_apart_so_a_crash_does_not_lose_it(tmp_pa
     assert fresh["settings"]["data_root"] == str(mnist_root()) and fresh["tuned_lr"] == cell["tuned_lr"]
 
 
-def test_grid_summary_counts_issue_5s_terms():
+def test_grid_summary_counts_the_grid_targets_terms():
     """At most tuned Adam's counts a tie; below Adam at 1e-3 is strict; a diverged run is the worst ratio."""
     from benchmarks.common import grid_summary
 
