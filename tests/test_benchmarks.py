@@ -1,4 +1,5 @@
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -119,8 +120,9 @@ def test_quick_never_writes_over_the_committed_results(capsys):
     before = {path: path.stat().st_mtime_ns for path in DEFAULT_OUT.glob("step_cost*")}
     assert step_cost.main(["--quick", "--sizes", "1e3"]) == 0
     assert {path: path.stat().st_mtime_ns for path in DEFAULT_OUT.glob("step_cost*")} == before
-    written = capsys.readouterr().err.split("--quick: writing to ")[1].split()[0]
-    assert (Path(written) / "step_cost.json").is_file() and not Path(written).is_relative_to(DEFAULT_OUT)
+    written = Path(capsys.readouterr().err.split("--quick: writing to ")[1].split()[0])
+    assert (written / "step_cost.json").is_file() and not written.is_relative_to(DEFAULT_OUT)
+    shutil.rmtree(written)
 
 
 @needs_mnist

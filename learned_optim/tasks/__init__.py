@@ -13,6 +13,7 @@ from .data import DataNotFoundError
 from .mixture import FAMILIES, MixtureConfig, MixtureTask
 from .mnist import MNISTCNNConfig, MNISTCNNTask, MNISTMLPConfig, MNISTMLPTask
 from .quadratic import QuadraticConfig, QuadraticTask
+from .suite import PARTS, SUITE, SuiteConfig, SuiteTask
 from .toy import LinRegConfig, LinRegTask, RosenbrockConfig, RosenbrockTask, TwoMoonsConfig, TwoMoonsTask
 
 TASKS: dict[str, type[Task]] = {
@@ -25,6 +26,8 @@ TASKS: dict[str, type[Task]] = {
     "mnist_cnn": MNISTCNNTask,
     # a distribution over the tasks above: how a rule learns to serve many models
     "mixture": MixtureTask,
+    # the long-horizon suite's models (benchmarks.long_horizon): make_task("suite", task=...)
+    "suite": SuiteTask,
 }
 
 
@@ -33,7 +36,7 @@ def make_task(name: str, data_root: Any = None, **options: Any) -> Task:
     if name not in TASKS:
         raise ValueError(f"Unknown task: {name!r} (available: {', '.join(sorted(TASKS))})")
     cls = TASKS[name]
-    if cls in (MNISTMLPTask, MNISTCNNTask, MixtureTask):
+    if cls in (MNISTMLPTask, MNISTCNNTask, MixtureTask, SuiteTask):
         return cls(data_root=data_root, **options)
     return cls(**options)
 
@@ -60,6 +63,10 @@ __all__ = [
     "TwoMoonsConfig",
     "TwoMoonsTask",
     "QuadraticTask",
+    "PARTS",
+    "SUITE",
+    "SuiteConfig",
+    "SuiteTask",
     "Task",
     "TASKS",
     "make_task",
