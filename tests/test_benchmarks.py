@@ -515,3 +515,29 @@ def test_cpu_model_names_the_widest_vector_instructions():
     assert cpu_model(text.format("")) == "Some CPU, AVX2"
     assert cpu_model("model name : Plain\nflags : fpu sse2\n") == "Plain"
     assert cpu_model("") == ""
+
+
+def test_long_horizon_quick_tunes_baselines_and_reports_both_parts(tmp_path):
+    """The suite's runner: tuned baselines per schedule and horizon, the learned rule beside them, a stability verdict
+    per task, the runs kept (a second call runs nothing)."""
+    pytest.importorskip("sklearn")
+    from benchmarks import long_horizon
+
+    argv = ["--quick", "--tasks", "regression_fullbatch,linreg_illcond", "--out", str(tmp_path)]
+    assert long_horizon.main(argv) == 0
+    data = json.loads((tmp_path / "long_horizon.json").read_text())
+    task = data["tasks"]["regression_fullbatch"]
+    assert set(task["results"]) == {"30", "60"}
+    summary = task["results"]["60"]["summary"]
+    assert {"default (constant)", "default (cosine)", "Adam (constant, lr=1e-3)"} <= summary.keys()
+    assert sum(name.endswith("tuned)") for name in summary) == 6  # Adam, AdamW, SGD x constant, cosine
+    assert set(task["tuned_lr"]) == {f"{f}/{s}/{h}" for f in ("Adam", "AdamW", "SGD") for s in ("constant", "cosine")
+                                     for h in (30, 60)}
+    verdict = long_horizon.verdicts(task, "default", 60)
+    assert verdict["vs_tuned_adam"] > 0 and isinstance(verdict["ends_near_best"], bool)
+    text = (tmp_path / "long_horizon.md").read_text()
+    assert "dev part" in text and "held_out part" in text and (tmp_path / "long_horizon_long.png").exists()
+    kept = sorted((tmp_path / "long_horizon_runs").rglob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    assert long_horizon.main(argv) == 0
+    assert [p.stat().st_mtime_ns for p in kept] == stamps  # every run was kept, none rerun
