@@ -98,7 +98,8 @@ def run_cell(cell, rules, args, horizons, tuning_file: Path | None = None, setti
     if reused:
         tuned = {name: {int(h): lr for h, lr in by_h.items()} for name, by_h in stored["tuned_lr"].items()}
         tuning_scores = stored["tuning_mean_sum_of_losses"]
-    for name in progress([] if reused else BASELINES, 0 if reused else len(BASELINES), f"{label}: tuning"):
+    baselines = chosen_baselines(args)
+    for name in progress([] if reused else baselines, 0 if reused else len(baselines), f"{label}: tuning"):
         sums = {h: {lr: 0.0 for lr in grid} for h in horizons}
         for lr in grid:
             for seed in tune_seeds:
@@ -116,7 +117,7 @@ def run_cell(cell, rules, args, horizons, tuning_file: Path | None = None, setti
     runs: dict[str, tuple] = {}
     factories = {f"LearnedOptimizer ({rule})": (lambda w: lambda p: LearnedOptimizer(p, weights=w))(weights) for rule, weights in rules.items()}
     factories["Adam (lr=1e-3, default)"] = baseline("Adam", 1e-3)
-    for name in BASELINES:
+    for name in baselines:
         for lr in sorted(set(tuned[name].values())):
             factories[f"{name} (lr={lr:g})"] = baseline(name, lr)
     for key, factory in factories.items():
@@ -130,7 +131,7 @@ def run_cell(cell, rules, args, horizons, tuning_file: Path | None = None, setti
     results: dict[str, dict] = {}
     for h in horizons:
         chosen = {key: key for key in factories if not key.split(" (")[0] in BASELINES or "default" in key}
-        chosen.update({f"{name} (lr={tuned[name][h]:g}, tuned)": f"{name} (lr={tuned[name][h]:g})" for name in BASELINES})
+        chosen.update({f"{name} (lr={tuned[name][h]:g}, tuned)": f"{name} (lr={tuned[name][h]:g})" for name in baselines})
         block = {}
         for shown, key in chosen.items():
             losses, evaluations = runs[key]
@@ -155,6 +156,11 @@ def run_cell(cell, rules, args, horizons, tuning_file: Path | None = None, setti
     }
 
 
+def chosen_baselines(args) -> list[str]:
+    """The baselines a run tunes and runs: ``--baselines`` (default every one of baselines.BASELINES)."""
+    return list(getattr(args, "baselines", None) or BASELINES)
+
+
 def cached_cell(cell, rules, args, horizons, reuse: bool) -> dict:
     """run_cell's result, kept in OUT/deep_wide_cells/ (see kept_cell)."""
     return kept_cell(cell, rules, args, horizons, reuse)["result"]
@@ -166,6 +172,8 @@ def cell_settings(rules, args, horizons) -> dict:
         "quick": args.quick, "horizons": list(horizons), "weights": args.weights, "eval_seeds": args.eval_seeds,
         "tune_seeds": args.tune_seeds, "device": args.device, "data_root": args.data_root,
         "rules": rule_hashes(rules),
+        # a run of every baseline was written before the option existed: its settings do not name them
+        **({"baselines": chosen_baselines(args)} if chosen_baselines(args) != list(BASELINES) else {}),
     }
 
 
@@ -286,6 +294,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="two small cells, few seeds and steps: a smoke test")
     parser.add_argument("--cells", default=",".join(cell_name(c) for c in CELLS))
     parser.add_argument("--horizons", default="100,200", help="step counts reported; runs go to the longest")
+    parser.add_argument("--baselines", default=None, type=lambda text: text.split(","),
+                        help=f"the tuned baselines (default: {','.join(BASELINES)}); long horizons may take Adam alone")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
     parser.add_argument("--eval-seeds", type=int, default=20)
     parser.add_argument("--tune-seeds", type=int, default=5)

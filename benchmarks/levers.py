@@ -54,7 +54,8 @@ SHIPPED_KEY = "LearnedOptimizer (l2l-mnist)"  # how deep_wide names its runs of 
 def deep_wide_args(args) -> argparse.Namespace:
     """deep_wide's settings for the same seeds and horizons, so its cell cache is shared."""
     return argparse.Namespace(quick=args.quick, weights=deep_wide.DEFAULT_WEIGHTS, eval_seeds=args.eval_seeds,
-                              tune_seeds=args.tune_seeds, device=args.device, data_root=args.data_root, out=args.out)
+                              tune_seeds=args.tune_seeds, device=args.device, data_root=args.data_root, out=args.out,
+                              baselines=args.baselines)
 
 
 def lever_rule(lever: str):
@@ -191,6 +192,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", default=",".join(deep_wide.cell_name(c) for c in deep_wide.CELLS))
     parser.add_argument("--levers", default=",".join(LEVERS), help=f"of: {', '.join(LEVERS)}")
     parser.add_argument("--eval-seeds", type=int, default=20)
+    parser.add_argument("--horizons", default="100,200", help="step counts reported; runs go to the longest")
+    parser.add_argument("--baselines", default=None, type=lambda text: text.split(","),
+                        help="deep_wide's tuned baselines for its runs (default: all; Adam alone for long horizons)")
     parser.add_argument("--tune-seeds", type=int, default=5, help="deep_wide's (for its cell cache)")
     parser.add_argument("--device", default="cpu")
     add_out_argument(parser)
@@ -206,7 +210,7 @@ def main(argv=None) -> int:
         parser.exit(2, f"{parser.prog}: error: invalid --report {args.report!r} (letters, digits, '-' and '_')\n")
     if args.quick:
         args.cells, args.eval_seeds, args.tune_seeds = "1x20,2x20", 2, 1
-    horizons = [5, 10] if args.quick else [100, 200]
+    horizons = [5, 10] if args.quick else sorted(int(h) for h in args.horizons.split(","))
     try:
         cells = deep_wide.parse_cells(args.cells)
     except ValueError as exc:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from learned_optim import LearnedOptimizer, cpp_build, load_weights
+from learned_optim import features as features_lib
 from learned_optim.backends import triton as triton_backend
 from learned_optim.nets import NetConfig
 from learned_optim.pretrained import resolve
@@ -40,7 +41,8 @@ def rule_flops_per_coordinate(config: NetConfig, features: int = 2) -> int:
         flops += 2 * gates * config.hidden_size * (width + config.hidden_size + 1)
         flops += 10 * gates * config.hidden_size  # activations and the cell update
         width = config.hidden_size
-    return flops + 2 * (config.hidden_size + 1)
+    outputs = 2 if config.output == "residual" else 1
+    return flops + 2 * outputs * (config.hidden_size + 1)
 
 
 def mlp_for(numel: int) -> torch.nn.Module:
@@ -108,19 +110,28 @@ def bytes_per_coordinate(state_bytes: float, param_bytes: int = 4) -> float:
     return 2 * state_bytes + param_bytes + 2 * param_bytes
 
 
-def optimizers(device: str, chunk_size: "int | None" = None, weights: str = "default") -> dict:
+def optimizers(device: str, chunk_size: "int | None" = None, weights: str = "default", also=()) -> dict:
+    """The optimizers timed, by row name; ``also``: more rules, each timed on its fast path as "LearnedOptimizer
+    (NAME)" in the same run (a same-run ratio between two rules does not drift with the host)."""
     cuda = device.startswith("cuda")
-    return {
+    rows = {
         "LearnedOptimizer": lambda p: LearnedOptimizer(p, weights=weights, chunk_size=chunk_size),
         "LearnedOptimizer (torch path)": lambda p: LearnedOptimizer(p, weights=weights, implementation="torch",
                                                                     chunk_size=chunk_size),
-        "Adam" + (" (fused)" if cuda else " (foreach)"): lambda p: torch.optim.Adam(p, lr=1e-3, **({"fused": True} if cuda else {"foreach": True})),
-        "SGD": lambda p: torch.optim.SGD(p, lr=1e-2),
     }
+    for name in also:
+        rows[f"LearnedOptimizer ({name})"] = lambda p, name=name: LearnedOptimizer(p, weights=name,
+                                                                                   chunk_size=chunk_size)
+    rows["Adam" + (" (fused)" if cuda else " (foreach)")] = lambda p: torch.optim.Adam(
+        p, lr=1e-3, **({"fused": True} if cuda else {"foreach": True}))
+    rows["SGD"] = lambda p: torch.optim.SGD(p, lr=1e-2)
+    return rows
 
 
-def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = None, rule_flops: int = 0,
-            pairs: "int | None" = None, weights: str = "default") -> dict:
+def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = None, rule_flops=0,
+            pairs: "int | None" = None, weights: str = "default", also=()) -> dict:
+    """One model size: every optimizer's step time and state; ``rule_flops``: FLOPs per coordinate of the learned
+    rows, one number or a dict by row name (rows it lacks get no throughput figures)."""
     torch.manual_seed(0)
     model = mlp_for(numel).to(device)
     params = list(model.parameters())
@@ -134,7 +145,7 @@ def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = No
     fwd_bwd = timed(forward_backward, device, repeats)
     forward_backward()  # leave gradients in place for the steps
     row = {"parameters": count, "forward_backward_s": fwd_bwd, "optimizers": {}}
-    for name, make in optimizers(device, chunk_size, weights).items():
+    for name, make in optimizers(device, chunk_size, weights, also).items():
         opt = make(params)
         step = timed(opt.step, device, repeats)
         state_bytes = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0)
@@ -143,8 +154,9 @@ def measure(numel: int, device: str, repeats: int, chunk_size: "int | None" = No
             "state_bytes_per_parameter": state_bytes / count,
             "step_over_forward_backward": step / fwd_bwd,
         }
-        if name.startswith("LearnedOptimizer") and rule_flops:
-            fractions = paired_fractions(opt.step, rule_flops * count, device, pairs or repeats)
+        flops = rule_flops.get(name, 0) if isinstance(rule_flops, dict) else rule_flops
+        if name.startswith("LearnedOptimizer") and flops:
+            fractions = paired_fractions(opt.step, flops * count, device, pairs or repeats)
             row["optimizers"][name]["paired_fractions_of_matmul"] = fractions
             row["optimizers"][name]["fraction_of_matmul_throughput_paired"] = statistics.median(fractions)
         with torch.no_grad():  # undo the steps' drift so every optimizer sees the same model
@@ -173,6 +185,9 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default="default",
                         help="the rule LearnedOptimizer loads (a shipped name, 'default' or a path); its name and "
                         "sha256 go in the result file")
+    parser.add_argument("--also", default="",
+                        help="comma-separated further rules to time in the same run (e.g. an earlier default), each "
+                        "on its fast path; the table gives each one's step over the main rule's")
     add_out_argument(parser)
     args = parser.parse_args(argv)
     resolve_out(args)
@@ -193,16 +208,27 @@ def run(args, argv) -> int:
     # the best reading is the reference (the conservative choice: it makes our fraction smaller)
     matmul_readings = [matmul_flops(args.device)]
     bandwidth = copy_bandwidth(args.device)
-    flops = rule_flops_per_coordinate(NetConfig())  # per-tensor inputs are folded into the biases: no more per coordinate
+    also = [name for name in args.also.split(",") if name]
+    # per-tensor inputs are folded into the biases: a rule's FLOPs per coordinate count only its per-coordinate inputs
+    per_row = {"LearnedOptimizer": rule, "LearnedOptimizer (torch path)": rule}
+    per_row.update({f"LearnedOptimizer ({name})": load_weights(name) for name in also})
+    rule_flops = {name: rule_flops_per_coordinate(r.config, features_lib.num_features(r.config.preprocess))
+                  for name, r in per_row.items()}
+    flops = rule_flops["LearnedOptimizer"]
     rows = []
     for size in args.sizes:
-        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size, flops, args.pairs, rule))
+        rows.append(measure(int(size), args.device, args.repeats, args.chunk_size, rule_flops, args.pairs, rule,
+                            also))
         matmul_readings.append(matmul_flops(args.device))
     peak = max(matmul_readings)
     for row in rows:
         adam = next(v for k, v in row["optimizers"].items() if k.startswith("Adam"))
+        main_step = row["optimizers"]["LearnedOptimizer"]["step_s"]
         for name, learned in row["optimizers"].items():
             if name.startswith("LearnedOptimizer"):
+                flops = rule_flops[name]
+                if name not in ("LearnedOptimizer", "LearnedOptimizer (torch path)"):
+                    learned["main_rule_step_over_this"] = main_step / learned["step_s"]
                 learned["achieved_flops"] = flops * row["parameters"] / learned["step_s"]
                 learned["fraction_of_matmul_throughput"] = learned["achieved_flops"] / peak
                 learned["step_over_adam"] = learned["step_s"] / adam["step_s"]
@@ -210,7 +236,7 @@ def run(args, argv) -> int:
                             bytes_per_coordinate(learned["state_bytes_per_parameter"]) * row["parameters"] / bandwidth)
                 learned["roofline_s"] = bound
                 learned["step_over_roofline"] = learned["step_s"] / bound
-    kernel = args.device == "cpu" and cpp_build.available("rule_step")
+    kernel = args.device == "cpu" and (cpp_build.available("rule_step") or cpp_build.available("moments_step"))
     gpu_kernel = args.device.startswith("cuda") and triton_backend.available()
     data = {
         "cpu_kernel": kernel,
@@ -220,8 +246,11 @@ def run(args, argv) -> int:
         "copy_bytes_per_s": bandwidth,
         "float32_matmul_precision": args.matmul_precision,
         "chunk_size": args.chunk_size,
-        "rule_flops_per_coordinate": flops,
+        "rule_flops_per_coordinate": rule_flops["LearnedOptimizer"],
+        "rule_flops_per_coordinate_by_row": rule_flops,
         "weights": {"name": args.weights, "resolved": resolve(args.weights)[1].stem, "sha256": rule.sha256},
+        "also": {name: {"resolved": resolve(name)[1].stem, "sha256": per_row[f"LearnedOptimizer ({name})"].sha256}
+                 for name in also},
         "rows": rows,
         "provenance": provenance("benchmarks.step_cost", argv, args.device, started),
     }
@@ -237,14 +266,17 @@ def run(args, argv) -> int:
                           f"{r['fraction_of_matmul_throughput']:.1%}" if "fraction_of_matmul_throughput" in r else "",
                           (f"{r['fraction_of_matmul_throughput_paired']:.1%} ({min(r['paired_fractions_of_matmul']):.0%}-"
                            f"{max(r['paired_fractions_of_matmul']):.0%})") if "paired_fractions_of_matmul" in r else "",
-                          f"{r['step_over_roofline']:.3g}" if "step_over_roofline" in r else ""])
+                          f"{r['step_over_roofline']:.3g}" if "step_over_roofline" in r else "",
+                          f"{r['main_rule_step_over_this']:.3g}" if "main_rule_step_over_this" in r else ""])
     text = "\n".join([
         "# Optimizer step cost",
         "",
         f"`{data['provenance']['command']}` — commit `{data['provenance']['git_commit']}`, {data['provenance']['device']}; "
         f"LearnedOptimizer with `{data['weights']['resolved']}` (sha256 {rule.sha256[:12]}…).",
         "",
-        f"Median of {args.repeats} steps after a warm-up. Rule network: {flops} FLOPs per coordinate; float32 matmul in the "
+        f"Median of {args.repeats} steps after a warm-up. Rule network: {rule_flops['LearnedOptimizer']} FLOPs per "
+        "coordinate" + "".join(f", {name}'s {rule_flops[f'LearnedOptimizer ({name})']}" for name in also)
+        + "; float32 matmul in the "
         f"same run: {peak / 1e9:.1f} GFLOP/s (the best of {len(matmul_readings)} readings, "
         f"{min(matmul_readings) / 1e9:.0f}-{peak / 1e9:.0f}, one before and one after each size); copy bandwidth "
         f"{bandwidth / 1e9:.0f} GB/s. Roofline bound of a learned step: max(FLOPs / matmul throughput, bytes / copy "
@@ -259,7 +291,7 @@ def run(args, argv) -> int:
         "",
         markdown_table(["parameters", "optimizer", "step (ms)", "state bytes / parameter", "step / (fwd+bwd, batch 128)",
                         "step / Adam's", "of matmul throughput (best reading)", "of matmul, paired: median (range)",
-                        "step / roofline"], table),
+                        "step / roofline", "main rule's step / this row's"], table),
         "",
         f"![step time](step_cost{suffix}.png)",
     ])

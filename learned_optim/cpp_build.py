@@ -3,7 +3,8 @@
 Two kernels, compiled with torch.utils.cpp_extension (a C++ compiler and ``ninja`` are needed;
 ``pip install ninja``, or the ``fast`` extra):
 
-- ``rule_step`` (csrc/rule_step.cpp): the optimizer's whole step on the CPU (backends/cpp.py);
+- ``rule_step`` (csrc/rule_step.cpp): the optimizer's whole step on the CPU for the log-sign rules (backends/cpp.py);
+- ``moments_step`` (csrc/moments_step.cpp): the same for the "moments" rules (backends/cpp.py);
 - ``lstm_cell`` (csrc/lstm_cell.cpp): the meta-trainer's LSTM cell with autograd (cells.py).
 
 A build takes about 40 s and is cached (torch's extension cache, ``~/.cache/torch_extensions``
@@ -29,11 +30,12 @@ import warnings
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-KERNELS = ("rule_step", "lstm_cell")
+KERNELS = ("rule_step", "moments_step", "lstm_cell")
 # rule_step.cpp tests for non-finite gradients, which -ffast-math would let the compiler drop
 FLAGS = {
     "lstm_cell": ["-O3", "-ffast-math", "-march=native", "-fopenmp"],
     "rule_step": ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"],
+    "moments_step": ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"],
 }
 # a build takes about a minute; a build lock older than this was left by a killed build
 STALE_LOCK_SECONDS = 900.0

@@ -161,13 +161,13 @@ class Distiller:
         grad = opt.loss_and_grad(0)[1]
         grads, labels = [], []
         for t in range(self.config.steps):
-            u_a, s_a = rule_step(self.base.theta, grad, s_a, net, self.impl, sizes)
-            u_b, s_b = rule_step(self.specialist.theta, grad, s_b, net, self.impl, sizes) if routed else (u_a, s_b)
+            u_a, s_a = rule_step(self.base.theta, grad, s_a, net, self.impl, sizes, t + 1)
+            u_b, s_b = rule_step(self.specialist.theta, grad, s_b, net, self.impl, sizes, t + 1) if routed else (u_a, s_b)
             label = teacher_update(u_a, u_b, sizes, routed, self.config.output_weight)
             grads.append(grad)
             labels.append(label)
             if follow_student:
-                u_s, s_s = rule_step(student, grad, s_s, self.net, self.impl, sizes)
+                u_s, s_s = rule_step(student, grad, s_s, self.net, self.impl, sizes, t + 1)
                 opt.apply(u_s)
             else:
                 opt.apply(label)

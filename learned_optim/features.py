@@ -32,7 +32,11 @@ from typing import NamedTuple
 
 import torch
 
-PREPROCESSORS = ("log_sign", "none")
+PREPROCESSORS = ("log_sign", "none", "moments")
+MOMENT_BETAS = (0.9, 0.99, 0.999)  # "moments": the decays of the gradient's moving averages it reads
+SECOND_MOMENT_BETA = 0.999  # and of its square's
+TINY = 1e-30  # what keeps m / sqrt(v) finite where the gradient has always been 0 (then m = 0 too)
+TIME_SCALE = math.log1p(1e4)  # the time input is log(1 + t) / this: 0 at the start, 1 at step 10,000
 
 
 def num_features(preprocess: str) -> int:
@@ -41,7 +45,41 @@ def num_features(preprocess: str) -> int:
         return 2
     if preprocess == "none":
         return 1
+    if preprocess == "moments":
+        return len(MOMENT_BETAS) + 2
     raise ValueError(f"Invalid preprocess: {preprocess!r} (allowed: {', '.join(PREPROCESSORS)})")
+
+
+def feature_state_width(preprocess: str) -> int:
+    """Numbers per coordinate a preprocessing keeps between steps: the moving averages of "moments", else none."""
+    return len(MOMENT_BETAS) + 1 if preprocess == "moments" else 0
+
+
+# -- "moments": what a rule that must converge reads ---------------------------------------------------------------
+#
+# Moving averages of the gradient at three decays and of its square, kept per coordinate (bias-corrected, as Adam's),
+# and the time:
+#
+#     x_k = m_k / sqrt(v)    (k: decay 0.9, 0.99, 0.999),     x_4 = g / sqrt(v),     x_5 = log(1 + t) / log(1 + 10^4)
+#
+# Free of scale (a gradient times c gives the same x), bounded, and they shrink as the gradient turns to noise around
+# a minimum: |m_k| / sqrt(v) falls toward sqrt((1 - b_k) / (1 + b_k)), most for the slowest average, while it stays
+# near 1 on a steady slope. x_1 is Adam's own step direction, which a "residual" output (nets.py) steps along. The
+# time lets a rule learn a schedule that needs no horizon: it grows without bound, but slowly (1.25 at step 10^5).
+
+
+def moment_features(grad: torch.Tensor, moments: torch.Tensor, step) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (N, 5), the new moments (N, 4)) for a flat gradient (N,) and the moving averages before it, (N, 4) as
+    [m_0.9, m_0.99, m_0.999, v]; ``step``: the count of this update (>= 1), an int or one per row (N,)."""
+    g = grad.unsqueeze(1)
+    betas = torch.tensor(MOMENT_BETAS, dtype=grad.dtype, device=grad.device)
+    m = moments[:, :-1] * betas + g * (1 - betas)
+    v = moments[:, -1:] * SECOND_MOMENT_BETA + g.square() * (1 - SECOND_MOMENT_BETA)
+    t = torch.as_tensor(step, dtype=grad.dtype, device=grad.device).reshape(-1, 1)
+    m_hat = m / (1 - betas**t)
+    root = (v / (1 - SECOND_MOMENT_BETA**t)).sqrt() + TINY
+    time = (t.log1p() / TIME_SCALE).expand(g.shape[0], 1)
+    return torch.cat([m_hat / root, g / root, time], dim=1), torch.cat([m, v], dim=1)
 
 
 def log_sign(grad: torch.Tensor, p: float = 10.0) -> torch.Tensor:

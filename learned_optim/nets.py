@@ -11,7 +11,17 @@ goes through the same small network (shared weights ``theta``). For N rows:
 The function writes nothing in place, so the optimizer calls it under
 ``torch.no_grad()``, the meta-trainer calls it with autograd on ``theta``, and
 the analysis tools call it to read off F(h, g) and the readout. The cells are in
-cells.py; the readout of the last layer's h is  update = output_scale · (h w_out^T + b_out).
+cells.py. ``rule_step`` is the whole rule around it: from the (scaled) gradient and
+the rule's state to its inputs (features.py), the network, and the update.
+
+Readouts of the last layer's h (``output``):
+
+    "linear"    update = output_scale · (h w^T + b)
+    "residual"  [d, s] = h W^T + b,   update = −output_scale · exp(clamp(s, ±RESIDUAL_CLAMP)) · (x_1 + d)
+
+"residual" steps along the rule's first input (for the "moments" features, Adam's direction m̂/√v̂) with a nominal
+step ``output_scale``: untrained (W, b = 0), it is Adam at that learning rate; trained, it learns how much to move
+the direction (d) and how far to step (s), per coordinate and step.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from . import features as features_lib
 from .cells import LSTM_CELLS, gru_cell
 
 CELLS = ("lstm", "gru")
+OUTPUTS = ("linear", "residual")
+RESIDUAL_CLAMP = 5.0  # a "residual" readout scales the nominal step by at most e^5 up or down
 # the per-tensor inputs a rule may have, in the order of their input columns (after the gradient features)
 TENSOR_INPUTS = ("tensor_rms_input", "tensor_count_input")
 # rule settings of earlier versions that no shipped rule uses (docs/research/retired-rule-inputs.md): a weight file
@@ -55,6 +67,7 @@ class NetConfig:
     tensor_count_input: bool = False  # one more input: log of how many tensors the step updates (features.py)
     tensor_count_min: int = 1  # the count input reads log(T) for T clipped to [tensor_count_min, tensor_count_max]
     tensor_count_max: int = 0  # 0: no upper bound
+    output: str = "linear"  # the readout: "linear" or "residual" (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -76,6 +89,11 @@ class NetConfig:
         for name in TENSOR_INPUTS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be True or False)")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"Invalid output: {self.output!r} (allowed: {', '.join(OUTPUTS)})")
+        if self.output == "residual" and self.preprocess != "moments":
+            raise ValueError("Invalid output: 'residual' steps along the moments' direction: it needs preprocess "
+                             "'moments'")
         low, high = self.tensor_count_min, self.tensor_count_max
         if not (isinstance(low, int) and not isinstance(low, bool) and low >= 1):
             raise ValueError(f"Invalid tensor_count_min: {low!r} (must be an int >= 1)")
@@ -94,20 +112,32 @@ class NetConfig:
 
     @functools.cached_property  # asked for every tensor at every step; a frozen config's names never change
     def state_names(self) -> tuple[str, ...]:
-        """Names of the per-coordinate state tensors, in the order step() uses."""
+        """Names of the per-coordinate state tensors, in the order rule_step uses: the features' state (the
+        "moments" features' moving averages), then the network's (per layer h, and c for an LSTM)."""
         per_layer = ("h", "c") if self.cell == "lstm" else ("h",)
-        return tuple(f"{name}{layer}" for layer in range(self.num_layers) for name in per_layer)
+        network = tuple(f"{name}{layer}" for layer in range(self.num_layers) for name in per_layer)
+        return ("moments",) * bool(features_lib.feature_state_width(self.preprocess)) + network
+
+    def state_width(self, name: str) -> int:
+        """Numbers per coordinate in the state tensor ``name``."""
+        return features_lib.feature_state_width(self.preprocess) if name == "moments" else self.hidden_size
 
     @property
     def state_size(self) -> int:
-        """Numbers of recurrent state kept per coordinate."""
-        return len(self.state_names) * self.hidden_size
+        """Numbers of state kept per coordinate."""
+        return sum(self.state_width(name) for name in self.state_names)
+
+    @property
+    def feature_states(self) -> int:
+        """How many of the state tensors are the features' (they come first)."""
+        return int(bool(features_lib.feature_state_width(self.preprocess)))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        # the count input and its bounds are written only where they differ from their defaults (as cards written
-        # before the fields existed read)
-        for name, default in (("tensor_count_input", False), ("tensor_count_min", 1), ("tensor_count_max", 0)):
+        # the count input, its bounds and the readout are written only where they differ from their defaults (as
+        # cards written before the fields existed read)
+        for name, default in (("tensor_count_input", False), ("tensor_count_min", 1), ("tensor_count_max", 0),
+                              ("output", "linear")):
             if data[name] == default:
                 del data[name]
         return data
@@ -142,8 +172,9 @@ def theta_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
         else:
             shapes[f"cells.{layer}.b_ih"] = (gates * hidden,)
             shapes[f"cells.{layer}.b_hh"] = (gates * hidden,)
-    shapes["readout.w"] = (1, hidden)
-    shapes["readout.b"] = (1,)
+    outputs = 2 if config.output == "residual" else 1
+    shapes["readout.w"] = (outputs, hidden)
+    shapes["readout.b"] = (outputs,)
     return shapes
 
 
@@ -169,10 +200,8 @@ def init_state(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> State:
-    """The initial (all-zero) recurrent state of n coordinates."""
-    return tuple(
-        torch.zeros(n, config.hidden_size, dtype=dtype, device=device) for _ in config.state_names
-    )
+    """The initial (all-zero) state of n coordinates: the features' and the network's, in config.state_names order."""
+    return tuple(torch.zeros(n, config.state_width(name), dtype=dtype, device=device) for name in config.state_names)
 
 
 CELL_IMPLS = tuple(LSTM_CELLS)
@@ -209,10 +238,35 @@ def step(
             new_state.append(h)
         layer_input = h
     readout = torch.addmm(theta["readout.b"], layer_input, theta["readout.w"].t())
+    if config.output == "residual":
+        direction, size = readout.unbind(1)
+        step_size = config.output_scale * size.clamp(-RESIDUAL_CLAMP, RESIDUAL_CLAMP).exp()
+        return -step_size * (x[:, 0] + direction), tuple(new_state)
     return readout.squeeze(1) * config.output_scale, tuple(new_state)
 
 
 def readout(theta: Theta, state: State, config: NetConfig) -> torch.Tensor:
-    """The update that a state gives, w^T h + b (times the scale): the analysis tools' readout."""
-    last_h = state[len(config.state_names) - (2 if config.cell == "lstm" else 1)]
+    """The update that a linear rule's network state gives, w^T h + b (times the scale)."""
+    last_h = state[len(state) - (2 if config.cell == "lstm" else 1)]
     return torch.addmm(theta["readout.b"], last_h, theta["readout.w"].t()).squeeze(1) * config.output_scale
+
+
+def rule_step(theta: Theta, grad: torch.Tensor, state: State, config: NetConfig, *, column=None, step_count=1,
+              impl: str = "reference") -> tuple[torch.Tensor, State]:
+    """The whole rule on a flat gradient (already scaled by its tensor's factor, where the rule has one): its inputs
+    (features.py; the "moments" features update their moving averages), then the network's step.
+
+    ``state``: config.state_names's tensors, the features' first; ``column``: the per-tensor inputs of every row
+    (N, config.tensor_inputs), for a rule that has them; ``step_count``: the count of this update (>= 1), an int or
+    one per row, for the moving averages' bias correction. Returns the update and the new state, nothing written in place.
+    """
+    k = config.feature_states
+    if k:
+        x, moments = features_lib.moment_features(grad, state[0], step_count)
+        feature_state = (moments,)
+    else:
+        x, feature_state = features_lib.preprocess(grad, config.preprocess, config.p), ()
+    if config.tensor_inputs:
+        x = torch.cat([x, column.to(x.dtype)], dim=1)
+    update, network_state = step(theta, x, state[k:], config, impl=impl)
+    return update, (*feature_state, *network_state)

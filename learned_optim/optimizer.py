@@ -232,7 +232,7 @@ class LearnedOptimizer(Optimizer):
             if len(state) == 0:
                 state["step"] = 0
                 for name in self.config.state_names:
-                    state[name] = torch.zeros(p.numel(), self.config.hidden_size, dtype=self.state_dtype,
+                    state[name] = torch.zeros(p.numel(), self.config.state_width(name), dtype=self.state_dtype,
                                               device=p.device)
             else:
                 self._check_state_fits(p, state)
@@ -371,7 +371,7 @@ class LearnedOptimizer(Optimizer):
                 raise ValueError(f"The state of parameter id {param_id!r} lacks {missing}")
             for name in names:
                 tensor = param_state[name]
-                expected = (local(p).numel(), self.config.hidden_size)
+                expected = (local(p).numel(), self.config.state_width(name))
                 if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected:
                     shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
                     raise ValueError(

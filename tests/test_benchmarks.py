@@ -541,3 +541,22 @@ def test_long_horizon_quick_tunes_baselines_and_reports_both_parts(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in kept]
     assert long_horizon.main(argv) == 0
     assert [p.stat().st_mtime_ns for p in kept] == stamps  # every run was kept, none rerun
+
+
+def test_long_horizon_verdicts_read_memorized_losses_as_the_floor():
+    """Two classification runs that both memorized their data (1e-7 and 1e-6 nats) tie; regression losses are
+    compared as they are, and a rule that ends higher loses."""
+    from benchmarks import long_horizon
+
+    def task(loss, mine, adam):
+        entry = lambda value: {"final_train_loss": {"mean": value, "se": 0.0}, "param_norm": 1.0,  # noqa: E731
+                               "ends_near_best": True, "never_above_start": True}
+        summary = {"Adam (constant, lr=0.01, tuned)": entry(adam), "Adam (cosine, lr=0.01, tuned)": entry(adam * 2),
+                   "AdamW (constant, lr=0.01, tuned)": entry(adam), "SGD (constant, lr=0.1, tuned)": entry(adam),
+                   "Adam (constant, lr=1e-3)": entry(adam * 3), "r (constant)": entry(mine), "r (cosine)": entry(mine)}
+        return {"loss": loss, "results": {"10": {"summary": summary}}}
+
+    assert long_horizon.verdicts(task("cross_entropy", 1e-6, 1e-7), "r", 10)["vs_tuned_adam"] == 1.0
+    assert long_horizon.verdicts(task("cross_entropy", 1e-3, 1e-7), "r", 10)["vs_tuned_adam"] == pytest.approx(10)
+    assert long_horizon.verdicts(task("mse", 1e-6, 1e-7), "r", 10)["vs_tuned_adam"] == pytest.approx(10)
+    assert long_horizon.verdicts(task("mse", 1e-7, 1e-6), "r", 10)["vs_adam_1e-3"] == pytest.approx(1 / 30)

@@ -221,6 +221,26 @@ def test_init_from_starts_the_run_at_a_weight_file(tmp_path):
         MetaTrainConfig(**{**TINY, "init_from": None})
 
 
+def test_init_from_may_set_another_nominal_step(tmp_path):
+    """A recipe with another --output-scale starts from the file's tensors at its own scale: the same update
+    function with every step multiplied by the ratio of the scales."""
+    source = load_weights(metatrain(MetaTrainConfig(**TINY), tmp_path / "src.safetensors", log=lambda m: None))
+    net = dataclasses.replace(source.config, output_scale=3 * source.config.output_scale)
+    start = MetaTrainConfig(**{**TINY, "net": net, "epochs": 0, "init_from": str(tmp_path / "src.safetensors")})
+    assert mt.start_weights(start).config == net
+    scaled = load_weights(metatrain(start, tmp_path / "scaled.safetensors", log=lambda m: None))
+    assert scaled.config == net and all(torch.equal(v, source.theta[k]) for k, v in scaled.theta.items())
+    moves = []
+    for weights, lr in ((str(tmp_path / "src.safetensors"), 0.3), (str(tmp_path / "scaled.safetensors"), 0.1)):
+        model = small_model(3)
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        after = torch.cat([p.flatten() for p in run_steps(model, LearnedOptimizer(model.parameters(), weights=weights,
+                                                                                   lr=lr), 1)])
+        moves.append(after - before)
+    assert moves[0].abs().max() > 0
+    torch.testing.assert_close(moves[0], moves[1], rtol=1e-4, atol=1e-9)
+
+
 def test_init_from_may_add_per_tensor_inputs_at_zero_weight(tmp_path):
     """A recipe that adds per-tensor inputs to init_from's rule starts at exactly that rule's update function: the
     first cell gets a zero input weight per added input, in the inputs' order, and nothing else changes."""

@@ -17,7 +17,7 @@ import math
 import torch
 
 from .. import nets
-from ..features import clipped_tensor_count, rule_inputs
+from ..features import clipped_tensor_count
 from ..pretrained import RuleWeights, load_weights
 
 
@@ -99,7 +99,7 @@ class LearnedRule(Rule):
     A rule with ``tensor_rms_input`` also sees where the coordinate's tensor sits in the net,
     log(RMS_tensor / RMS_net) / p: ``tensor_rms_ratio`` (default 0, a tensor at the net's RMS); one with
     ``tensor_count_input`` log of how many tensors the net has: ``tensor_count`` (default: log of one tensor clipped
-    to the rule's range, 0 unless its tensor_count_min is above 1). The inputs are computed by features.rule_inputs,
+    to the rule's range, 0 unless its tensor_count_min is above 1). The inputs are computed by nets.rule_step,
     as in the optimizer and the meta-trainer.
     """
 
@@ -111,6 +111,7 @@ class LearnedRule(Rule):
         self.name = self.weights.name
         self.tensor_rms_ratio = 0.0
         self.tensor_count = math.log(clipped_tensor_count(1, self.config))
+        self.step_count = 1000  # the update count a "moments" rule's bias correction reads (1000: nearly none)
 
     @property
     def input_names(self) -> list[str]:
@@ -121,8 +122,9 @@ class LearnedRule(Rule):
         return torch.zeros(n, self.state_size, dtype=dtype)
 
     def step(self, h, g):
-        parts = tuple(h.split(self.config.hidden_size, dim=1))
+        parts = tuple(h.split([self.config.state_width(name) for name in self.config.state_names], dim=1))
         values = [getattr(self, name) for name in self.input_names]
-        x = rule_inputs(g.to(h.dtype), self.config, h.new_tensor(values).expand(g.shape[0], len(values)))
-        update, new = nets.step(self.theta, x, parts, self.config, impl="reference")
+        column = h.new_tensor(values).expand(g.shape[0], len(values)) if values else None
+        update, new = nets.rule_step(self.theta, g.to(h.dtype), parts, self.config, column=column,
+                                     step_count=self.step_count, impl="reference")
         return update, torch.cat(new, dim=1)

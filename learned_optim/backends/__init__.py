@@ -4,8 +4,8 @@
                    reference every other backend is tested against)
     batched.py     all coordinates of a device in chunks of ``chunk_size`` through ``nets.step`` with the
                    fused PyTorch cell; optionally through ``torch.compile`` ("torch", "compiled")
-    cpp.py         the C++ kernel (csrc/rule_step.cpp): the whole step per coordinate in vector registers,
-                   state and float32 parameters updated in place (CPU)
+    cpp.py         the C++ kernels (csrc/rule_step.cpp, csrc/moments_step.cpp): the whole step per coordinate in
+                   vector registers, state and float32 parameters updated in place (CPU)
     triton.py      the same step as one Triton kernel (CUDA)
 
 Every backend takes a list of ``Entry`` (a parameter, its gradient, its state and what the step
@@ -78,26 +78,27 @@ class Context:
         values = torch.stack([torch.as_tensor(v, dtype=self.compute_dtype).to(device) for v in inputs])
         return values.expand(rows, len(inputs))
 
-    def run(self, grad: torch.Tensor, state: nets.State, column, impl: str, network=None):
+    def run(self, grad: torch.Tensor, state: nets.State, column, impl: str, network=None, step_count=1):
         """The rule on a flat gradient (in the compute dtype) with the non-finite policy: a coordinate whose gradient
-        is not finite gets update 0 and keeps its state. Returns (update, new state in the compute dtype)."""
+        is not finite gets update 0 and keeps its state. ``step_count``: the count of this update per row (an int, or
+        a tensor where a chunk mixes tensors). Returns (update, new state in the compute dtype)."""
         network = network or run_network
         theta = self.theta(grad.device)
         state = tuple(s.to(self.compute_dtype) for s in state)
         finite = torch.isfinite(grad)
         # on the CPU the check is cheap; on accelerators the masked form avoids a sync
         if grad.device.type == "cpu" and bool(finite.all()):
-            return network(theta, grad, state, self.config, impl, column)
+            return network(theta, grad, state, self.config, impl, column, step_count)
         clean = torch.where(finite, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-        update, new_state = network(theta, clean, state, self.config, impl, column)
+        update, new_state = network(theta, clean, state, self.config, impl, column, step_count)
         update = torch.where(finite, update, torch.zeros((), dtype=update.dtype, device=update.device))
         keep = finite.unsqueeze(1)
         return update, tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
 
 
-def run_network(theta, grad, state, config, impl, column=None):
-    """The rule on a flat, finite gradient: its inputs (features.rule_inputs), then the network's step."""
-    return nets.step(theta, features.rule_inputs(grad, config, column), state, config, impl=impl)
+def run_network(theta, grad, state, config, impl, column=None, step_count=1):
+    """The rule on a flat, finite gradient: its inputs, then the network's step (nets.rule_step)."""
+    return nets.rule_step(theta, grad, state, config, column=column, step_count=step_count, impl=impl)
 
 
 def add_update(target: torch.Tensor, update: torch.Tensor, lr: float) -> None:
@@ -134,6 +135,8 @@ def for_device(context: Context, implementation: str, device: torch.device, cach
             backend = reference.ReferenceBackend(context)
         elif implementation == "fast" and cpp.CppBackend.covers(context, device):
             backend = cpp.CppBackend(context)
+        elif implementation == "fast" and cpp.CppMomentsBackend.covers(context, device):
+            backend = cpp.CppMomentsBackend(context)
         elif implementation == "fast" and triton.TritonBackend.covers(context, device):
             backend = triton.TritonBackend(context)
         else:

@@ -63,7 +63,8 @@ class BatchedBackend:
         names = context.config.state_names
         update, new_state = context.run(context.flat_grad(entry.grad, maximize, entry.scale),
                                         tuple(entry.state[n] for n in names),
-                                        context.column(entry.inputs, p.numel(), p.device), "fast", self.network)
+                                        context.column(entry.inputs, p.numel(), p.device), "fast", self.network,
+                                        step_count=entry.state["step"])
         for name, tensor in zip(names, new_state):
             entry.state[name] = tensor.to(context.state_dtype)
         add_update(p, update.view(p.shape), entry.lr)
@@ -75,13 +76,18 @@ class BatchedBackend:
             grad = context.flat_grad(flat_grad[s:e], maximize, entry.scale)
             chunk_state = tuple(entry.state[n][s:e] for n in names)
             column = context.column(entry.inputs, e - s, grad.device)
+            step_count = entry.state["step"]
         else:
             grad = torch.cat([context.flat_grad(fg[s:e], maximize, entry.scale) for entry, fg, s, e in pieces])
             chunk_state = tuple(torch.cat([entry.state[n][s:e] for entry, _, s, e in pieces]) for n in names)
             column = None
             if context.config.tensor_inputs:
                 column = torch.cat([context.column(entry.inputs, e - s, grad.device) for entry, _, s, e in pieces])
-        update, new_state = context.run(grad, chunk_state, column, "fast", self.network)
+            counts = {entry.state["step"] for entry, *_ in pieces}
+            step_count = counts.pop() if len(counts) == 1 else torch.cat(
+                [torch.full((e - s,), entry.state["step"], dtype=grad.dtype, device=grad.device)
+                 for entry, _, s, e in pieces])
+        update, new_state = context.run(grad, chunk_state, column, "fast", self.network, step_count)
         offset = 0
         for entry, _, s, e in pieces:
             rows = slice(offset, offset + e - s)

@@ -1,4 +1,5 @@
-"""The C++ backend (CPU): the optimizer's whole step in csrc/rule_step.cpp, built on first use.
+"""The C++ backends (CPU): the optimizer's whole step in csrc/rule_step.cpp (log-sign and raw-gradient rules) and
+csrc/moments_step.cpp ("moments" rules), built on first use.
 
 ``lstm_rule_step`` runs an LSTM rule's step (features, every layer, readout) a few coordinates at
 a time with their gates in vector registers (16-lane where the CPU has AVX-512, else 8:
@@ -22,8 +23,10 @@ _rule_step_block: int | None = None  # rule_step_block()'s answer, once known
 
 
 def rule_step_supports(config) -> bool:
-    """Whether ``lstm_rule_step`` computes this rule (an LSTM of at most 4 layers of at most 32 units)."""
-    return config.cell == "lstm" and config.hidden_size <= 32 and config.num_layers <= 4
+    """Whether ``lstm_rule_step`` computes this rule (an LSTM of at most 4 layers of at most 32 units, on the
+    log-sign or raw gradient, with a linear readout)."""
+    return (config.cell == "lstm" and config.hidden_size <= 32 and config.num_layers <= 4
+            and config.preprocess in ("log_sign", "none") and config.output == "linear")
 
 
 def rule_step_block() -> int:
@@ -224,3 +227,85 @@ class CppBackend:
                     add_update(target[start:end], update, entry.lr)
         for flat_grad, states, packed, sign, target, lr in whole:
             lstm_rule_step(flat_grad, states, packed, theta, config, sign, param=target, lr=lr, readout=readout)
+
+
+# -- "moments" rules -------------------------------------------------------------------------------------------------
+
+
+def moments_step_supports(config) -> bool:
+    """Whether csrc/moments_step.cpp computes this rule: "moments" features, a residual readout, an LSTM of 1 or 2
+    layers of 4, 8 or 16 units, no per-tensor inputs."""
+    return (config.cell == "lstm" and config.preprocess == "moments" and config.output == "residual"
+            and config.hidden_size in (4, 8, 16) and config.num_layers in (1, 2) and not config.tensor_inputs)
+
+
+def moment_corrections(step_count: int) -> list[float]:
+    """1 / (1 - b^t) for the three momentum decays and the second moment's (the bias corrections of update t), and
+    the time input log(1 + t) / log(1 + 10^4)."""
+    from ..features import MOMENT_BETAS, SECOND_MOMENT_BETA, TIME_SCALE
+
+    return [1.0 / (1.0 - b**step_count) for b in (*MOMENT_BETAS, SECOND_MOMENT_BETA)] + [
+        math.log1p(step_count) / TIME_SCALE]
+
+
+def pack_moments(theta, config) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The rule's weights as the kernel takes them: per layer [W_ih, W_hh, b] (4H, nin + H + 1), and the readout
+    [w, b] (2, H + 1), float32 on the CPU."""
+    layers = [torch.cat([theta[f"cells.{l}.w_ih"], theta[f"cells.{l}.w_hh"], theta[f"cells.{l}.b"].unsqueeze(1)],
+                        dim=1).detach().to("cpu", torch.float32).contiguous() for l in range(config.num_layers)]
+    readout = torch.cat([theta["readout.w"], theta["readout.b"].unsqueeze(1)], dim=1)
+    return layers, readout.detach().to("cpu", torch.float32).contiguous()
+
+
+def moments_step(grad, moments, states, packed, config, step_count: int, sign: float = 1.0,
+                 param: "torch.Tensor | None" = None, lr: float = 0.0) -> "torch.Tensor | None":
+    """A moments rule's update for a flat CPU float32 gradient; ``moments`` (N, 4) and ``states`` (N, H each) are
+    updated in place. With ``param`` (flat, contiguous float32) the kernel adds ``lr`` times the update to it and
+    returns None. Coordinates with a non-finite gradient get update 0 and keep their state."""
+    into_param = param is not None
+    out = param if into_param else torch.empty_like(grad)
+    layers, readout = packed
+    cpp_build.module("moments_step").moments_step(grad, float(sign), moments, list(states), layers, readout,
+                                                  moment_corrections(step_count), float(config.output_scale), out,
+                                                  into_param, float(lr))
+    return None if into_param else out
+
+
+class CppMomentsBackend:
+    """The moments kernel, tensor by tensor, state (float32) and float32 parameters updated in place."""
+
+    name = "cpp"
+
+    @staticmethod
+    def covers(context: Context, device: torch.device) -> bool:
+        return (device.type == "cpu" and context.state_dtype == torch.float32
+                and moments_step_supports(context.config) and cpp_build.available("moments_step"))
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.packed = pack_moments(context.rule.theta, context.config)
+
+    def grad_stats(self, grad, reduce_max=None, reduce_sum=None):
+        return torch_grad_stats(self.context, grad, reduce_max, reduce_sum)
+
+    def update(self, entries: list[Entry], maximize: bool) -> None:
+        config = self.context.config
+        names = config.state_names
+        for entry in entries:
+            p, state = entry.param, entry.state
+            if p.numel() == 0:
+                continue
+            for name in names:
+                if not state[name].is_contiguous():
+                    state[name] = state[name].contiguous()
+            sign = (-1.0 if maximize else 1.0) * (1.0 if entry.scale is None else entry.scale)
+            flat_grad, target = entry.grad.reshape(-1), p.view(-1)
+            if flat_grad.dtype != torch.float32 or not flat_grad.is_contiguous():
+                flat_grad = flat_grad.to(torch.float32).contiguous()
+            states = [state[name] for name in names[1:]]
+            if target.dtype == torch.float32:
+                moments_step(flat_grad, state["moments"], states, self.packed, config, state["step"], sign,
+                             param=target, lr=entry.lr)
+            else:
+                update = moments_step(flat_grad, state["moments"], states, self.packed, config, state["step"], sign)
+                add_update(target, update, entry.lr)

@@ -29,7 +29,8 @@ class ReferenceBackend:
         names = context.config.state_names
         update, new_state = context.run(context.flat_grad(entry.grad, maximize, entry.scale),
                                         tuple(entry.state[n] for n in names),
-                                        context.column(entry.inputs, p.numel(), p.device), self.impl)
+                                        context.column(entry.inputs, p.numel(), p.device), self.impl,
+                                        step_count=entry.state["step"])
         for name, tensor in zip(names, new_state):
             entry.state[name] = tensor.to(context.state_dtype)
         add_update(p, update.view(p.shape), entry.lr)

@@ -95,6 +95,7 @@ def supports(config) -> bool:
         and 1 <= config.num_layers <= MAX_LAYERS
         and 1 <= config.hidden_size <= MAX_HIDDEN
         and config.preprocess in ("log_sign", "none")
+        and config.output == "linear"
     )
 
 

@@ -74,10 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sum: the sum of the optimizee's losses per unroll (the paper's); log: the sum of their "
                        "logarithms, so that problems count by relative progress, not by their losses' scale")
     group.add_argument("--meta-grad", default=defaults.meta_grad, choices=META_GRADS,
-                       help="the meta-gradient estimator: tbptt (truncated backpropagation, the paper's) or es "
-                       "(antithetic evolution strategies over whole runs; needs --unroll equal to --steps)")
+                       help="the meta-gradient estimator: tbptt (truncated backpropagation, the paper's), es "
+                       "(antithetic evolution strategies over whole runs; needs --unroll equal to --steps) or pes "
+                       "(persistent evolution strategies over truncations of --unroll steps of long runs)")
     group.add_argument("--es-pairs", type=int, default=defaults.es_pairs,
                        help="es: perturbation pairs per training problem (each pair costs two runs)")
+    group.add_argument("--min-steps", type=int, default=defaults.min_steps,
+                       help="pes: each problem's run length is drawn log-uniformly from [--min-steps, --steps] "
+                            "(0: every run has --steps)")
     group.add_argument("--es-sigma", type=float, default=defaults.es_sigma,
                        help="es: standard deviation of the Gaussian perturbation of each rule weight")
     group.add_argument("--init-from", default=defaults.init_from,
@@ -89,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--cell", default=net_defaults.cell, help="lstm or gru")
     group.add_argument("--layers", type=int, default=net_defaults.num_layers)
     group.add_argument("--hidden-size", type=int, default=net_defaults.hidden_size)
-    group.add_argument("--preprocess", default=net_defaults.preprocess, help="log_sign or none")
+    group.add_argument("--preprocess", default=net_defaults.preprocess,
+                       help="log_sign (the paper's), none (the raw gradient) or moments (moving averages: m/sqrt(v) "
+                            "at three decays and g/sqrt(v), free of scale)")
+    group.add_argument("--output", default=net_defaults.output,
+                       help="linear (update = output_scale x readout) or residual (Adam's direction m/sqrt(v), its "
+                            "step output_scale, both adjusted by the readout; needs --preprocess moments)")
     group.add_argument("--p", type=float, default=net_defaults.p)
     group.add_argument("--output-scale", type=float, default=net_defaults.output_scale)
     group.add_argument("--grad-norm", default=net_defaults.grad_norm,
@@ -141,6 +150,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         preprocess=args.preprocess,
         p=args.p,
         output_scale=args.output_scale,
+        output=args.output,
         grad_norm=args.grad_norm,
         grad_norm_target=args.grad_norm_target,
         tensor_rms_input=args.tensor_rms_input,
@@ -175,6 +185,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         meta_grad=args.meta_grad,
         es_pairs=args.es_pairs,
         es_sigma=args.es_sigma,
+        min_steps=args.min_steps,
     )
 
 

@@ -17,10 +17,14 @@ from ..tasks import TRAIN_SEED_START
 KERNELS = ("auto", "cpp", "python")
 
 
-BIAS_INITS = ("uniform", "zero")
+# "uniform": torch.nn's init for every weight; "zero": zero biases; "zero_readout": zero biases and a zero readout, so
+# that a "residual" rule starts as Adam at its output_scale
+BIAS_INITS = ("uniform", "zero", "zero_readout")
 META_LOSSES = ("sum", "log")
 KEEPS = ("best", "last")  # which epoch's weights a run writes
-META_GRADS = ("tbptt", "es")  # truncated backpropagation (the paper's), or antithetic evolution strategies
+# truncated backpropagation (the paper's), antithetic evolution strategies over whole runs, or persistent evolution
+# strategies over truncations of long runs (Vicol et al. 2021)
+META_GRADS = ("tbptt", "es", "pes")
 LOG_FLOOR = 1e-8  # meta_loss="log": a loss is read as at least this (a loss of 0 would weigh without bound)
 
 
@@ -33,9 +37,9 @@ def initial_theta(
         source = source if source is not None else start_weights(config)
         return {k: v.detach().to(device=device, dtype=torch.float32).clone() for k, v in source.theta.items()}
     theta = nets.init_theta(config.net, torch.Generator().manual_seed(config.seed), device=device)
-    if config.bias_init == "zero":
+    if config.bias_init in ("zero", "zero_readout"):
         for name, value in theta.items():
-            if name.endswith((".b", ".b_ih", ".b_hh")):
+            if name.endswith((".b", ".b_ih", ".b_hh")) or (config.bias_init == "zero_readout" and name.startswith("readout.")):
                 value.zero_()
     return theta
 
@@ -45,11 +49,14 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
 
     A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--tensor-count-input``) that the file's rule lacks:
     the rule is then widened, its first cell given a zero input weight for each added input, so that meta-training
-    starts at exactly the file's update function (see ``widen``). The returned weights keep the file's name and
+    starts at exactly the file's update function (see ``widen``). A recipe may also set another nominal step
+    (``--output-scale``): the file's weights then start at the recipe's scale. The returned weights keep the file's name and
     sha256 (the card names the bytes read)."""
     rule = load_weights(config.init_from)
     if _adds_tensor_inputs(rule.config, config.net):
         rule = dataclasses.replace(rule, config=config.net, theta=widen(rule.theta, rule.config, config.net))
+    if rule.config.output_scale != config.net.output_scale:  # the same update function at another nominal step
+        rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, output_scale=config.net.output_scale))
     if rule.config != config.net:
         ours, theirs = dataclasses.asdict(config.net), dataclasses.asdict(rule.config)  # every field, defaults too
         differ = sorted(k for k, v in ours.items() if theirs[k] != v)
@@ -128,6 +135,9 @@ class MetaTrainConfig:
     meta_grad: str = "tbptt"
     es_pairs: int = 8
     es_sigma: float = 1e-3
+    # "pes": a problem's run length is drawn log-uniformly from [min_steps, steps] (0: every run has `steps`), and the
+    # run is cut into truncations of `unroll` steps, one meta-update after each
+    min_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "runs_per_epoch", "steps", "unroll", "val_problems", "problems_per_step", "max_lr_reductions",
@@ -165,6 +175,10 @@ class MetaTrainConfig:
         if not (isinstance(self.es_sigma, (int, float)) and not isinstance(self.es_sigma, bool)
                 and math.isfinite(self.es_sigma) and self.es_sigma > 0):
             raise ValueError(f"Invalid es_sigma: {self.es_sigma!r} (must be a finite number > 0)")
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or not 0 <= self.min_steps <= self.steps:
+            raise ValueError(f"Invalid min_steps: {self.min_steps!r} (0, or an int in [1, steps])")
+        if self.min_steps and self.meta_grad != "pes":
+            raise ValueError("Invalid min_steps: run lengths are drawn only by meta_grad 'pes'")
         if self.meta_grad == "es" and self.unroll != self.steps:
             raise ValueError(f"Invalid unroll: {self.unroll} (meta_grad 'es' scores whole runs: unroll must equal "
                              f"steps, {self.steps})")
@@ -177,6 +191,8 @@ class MetaTrainConfig:
         if self.meta_grad == "tbptt":  # nor do they name an estimator: theirs was truncated backpropagation
             for name in ("meta_grad", "es_pairs", "es_sigma"):
                 del out[name]
+        if not self.min_steps:
+            del out["min_steps"]
         return out
 
     @classmethod
@@ -189,3 +205,12 @@ class MetaTrainConfig:
 def train_seed(config: MetaTrainConfig, epoch: int, run: int) -> int:
     """The problem seed of a training run: disjoint from every evaluation and validation seed."""
     return TRAIN_SEED_START + (config.seed * 100_000 + epoch) * config.runs_per_epoch + run
+
+
+def run_length(config: MetaTrainConfig, seed: int) -> int:
+    """How many steps a problem's run has: ``steps``, or under meta_grad "pes" with ``min_steps`` a length drawn
+    log-uniformly from [min_steps, steps] by the problem's seed (the same on every rank and after a resume)."""
+    if not config.min_steps:
+        return config.steps
+    u = float(torch.rand((), generator=torch.Generator().manual_seed(seed * 7919 + 1)))
+    return int(round(math.exp(math.log(config.min_steps) + u * (math.log(config.steps) - math.log(config.min_steps)))))

@@ -1,7 +1,20 @@
-"""Meta-gradient estimators: truncated backpropagation through time (the paper's) and antithetic evolution strategies.
+"""Meta-gradient estimators: truncated backpropagation through time (the paper's), antithetic evolution strategies over
+whole runs, and persistent evolution strategies over truncations of long runs.
 
-Both end a meta-update through ``meta_step``: the mean of the problems' (or pairs') estimates, summed across
+All end a meta-update through ``meta_step``: the mean of the problems' (or pairs') estimates, summed across
 ranks in a distributed run, checked for finiteness, clipped, then one step of the meta-optimizer.
+
+Persistent evolution strategies (PES; Vicol, Metz and Sohl-Dickstein, 2021). Each problem runs as ``es_pairs``
+antithetic pairs of optimizees: in every truncation of ``unroll`` steps, pair i steps with the rule at φ + ε_i and
+φ − ε_i (ε_i ~ N(0, σ²I), drawn afresh per truncation), and keeps the sum ξ_i of the ε_i it has used since its run
+began. Then
+
+    ĝ = Σ_i ξ_i (L_i⁺ − L_i⁻) / (2σ² · pairs),      L_i^± = Σ over the truncation's steps of the meta-loss,
+
+is an unbiased estimate of the gradient of the whole run's (smoothed) meta-loss with respect to φ, however long the
+run, where a truncated estimate is biased toward what helps within one truncation (short-horizon bias). The
+optimizees, the rule's states and the ξ_i persist across truncations; a pair whose optimizee diverges is dropped for
+the rest of its run.
 """
 
 from __future__ import annotations
@@ -13,9 +26,9 @@ import torch
 
 from .. import nets
 from ..tasks import Problem
-from .config import LOG_FLOOR, MetaTrainConfig
+from .config import LOG_FLOOR, MetaTrainConfig, run_length
 from .group import Group
-from .rollout import Optimizee, rule_step, run_meta_loss
+from .rollout import Optimizee, forward_stepper, rule_step, run_meta_loss
 
 
 def train_run(
@@ -63,7 +76,7 @@ def train_runs(
             grad, state = current[b], states[b]
             updates, later_grads, unroll_loss = [], [], 0.0
             for k in range(length):
-                update, state = rule_step(theta, grad, state, net, impl, optimizee.sizes)
+                update, state = rule_step(theta, grad, state, net, impl, optimizee.sizes, start + k + 1)
                 optimizee.apply(update)
                 loss, grad = optimizee.loss_and_grad(start + k + 1)
                 updates.append(update)
@@ -171,10 +184,87 @@ def es_runs(
 
 def runs_per_problem(config: MetaTrainConfig) -> int:
     """Optimizee runs a training problem costs: one, or two per ES pair."""
-    return 2 * config.es_pairs if config.meta_grad == "es" else 1
+    return 2 * config.es_pairs if config.meta_grad in ("es", "pes") else 1
 
 
 def unrolls_per_problem(config: MetaTrainConfig) -> int:
     """Meta-gradient pieces a training problem gives, each of which a divergence may skip: its truncations, or its
     ES pairs."""
+    if config.meta_grad == "pes":  # a pair is dropped at most once per run
+        return config.es_pairs
     return config.es_pairs if config.meta_grad == "es" else -(-config.steps // config.unroll)
+
+
+def _meta_loss_of(loss: float, config: MetaTrainConfig) -> float:
+    return math.log(max(loss, LOG_FLOOR)) if config.meta_loss == "log" else loss
+
+
+def pes_runs(
+    theta: dict[str, torch.Tensor],
+    meta_opt: torch.optim.Optimizer,
+    problems: Sequence[Problem],
+    seeds: Sequence[int],
+    config: MetaTrainConfig,
+    impl: str = "fast",
+    group: "Group | None" = None,
+) -> dict[str, float]:
+    """Whole runs of the problems (each of ``run_length`` steps) in truncations of ``unroll`` steps, one PES
+    meta-update after each (see the module docstring); the problems' seeds draw their lengths and perturbations."""
+    device = torch.device(config.device)
+    net, sigma, pairs = config.net, config.es_sigma, config.es_pairs
+    names = list(theta)
+    lengths = [run_length(config, seed) for seed in seeds]
+    generators = [torch.Generator().manual_seed(seed * 104729 + 17) for seed in seeds]
+    # per problem, per pair, per sign: an optimizee, the rule's state and its current gradient; the pair's xi
+    runs = []
+    for problem in problems:
+        particles = []
+        for _ in range(pairs):
+            pair = []
+            for _sign in (1, -1):
+                optimizee = Optimizee(problem, device)
+                pair.append({"opt": optimizee, "state": nets.init_state(net, optimizee.numel, device=device),
+                             "grad": optimizee.loss_and_grad(0)[1]})
+            particles.append({"pair": pair, "xi": [torch.zeros_like(v) for v in theta.values()], "alive": True})
+        runs.append(particles)
+    params = list(theta.values())
+    stats = {"meta_loss_sum": 0.0, "meta_loss_count": 0, "skipped_unrolls": 0}
+    for start in range(0, max(lengths), config.unroll):
+        base = [v.detach() for v in theta.values()]
+        sums = [torch.zeros_like(v) for v in base]
+        contributed = 0
+        for b, particles in enumerate(runs):
+            if start >= lengths[b]:
+                continue
+            length = min(config.unroll, lengths[b] - start)
+            for particle in particles:
+                eps = [torch.randn(v.shape, generator=generators[b], dtype=v.dtype).to(v.device) * sigma for v in base]
+                if not particle["alive"]:
+                    continue
+                for x, e in zip(particle["xi"], eps):
+                    x.add_(e)
+                scores = []
+                with torch.no_grad():
+                    for sign, run in zip((1, -1), particle["pair"]):
+                        step = forward_stepper({k: v + sign * e for k, v, e in zip(names, base, eps)}, net, device,
+                                               impl)
+                        total = 0.0
+                        for k in range(length):
+                            update, run["state"] = step(run["grad"], run["state"], run["opt"].sizes, start + k + 1)
+                            run["opt"].apply(update)
+                            loss, run["grad"] = run["opt"].loss_and_grad(start + k + 1)
+                            total += _meta_loss_of(float(loss), config)
+                        scores.append(total)
+                if not all(math.isfinite(s) for s in scores):
+                    particle["alive"] = False
+                    stats["skipped_unrolls"] += 1
+                    continue
+                weight = (scores[0] - scores[1]) / (2 * sigma * sigma)
+                for total, x in zip(sums, particle["xi"]):
+                    total.add_(x, alpha=weight)
+                stats["meta_loss_sum"] += (scores[0] + scores[1]) / (2 * length)
+                stats["meta_loss_count"] += 1
+                contributed += 1
+        if meta_step(params, sums, contributed, meta_opt, config, group) is False:
+            stats["skipped_unrolls"] += 1
+    return stats

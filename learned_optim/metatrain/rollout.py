@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .. import nets
-from ..features import flat_rule_inputs
+from ..features import flat_terms
 from ..nets import NetConfig
 from ..tasks import Problem
 from .config import LOG_FLOOR, MetaTrainConfig
@@ -41,9 +41,32 @@ class Optimizee:
 
 
 
-def rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None):
-    """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it."""
-    return nets.step(theta, flat_rule_inputs(grad, sizes, net), state, net, impl=impl)
+def rule_step(theta, grad: torch.Tensor, state: nets.State, net: NetConfig, impl: str = "fast", sizes=None,
+              step_count: int = 1):
+    """The rule on an optimizee's flat gradient (its tensors of ``sizes`` entries), as LearnedOptimizer applies it;
+    ``step_count``: the count of this update (from 1)."""
+    grad, column = flat_terms(grad, sizes, net)
+    return nets.rule_step(theta, grad, state, net, column=column, step_count=step_count, impl=impl)
+
+
+def forward_stepper(theta, net: NetConfig, device, impl: str = "fast"):
+    """``rule_step`` for runs without a meta-gradient (validation, evolution strategies): ``step(grad, state, sizes,
+    step_count) -> (update, state)``. A "moments" rule on the CPU goes through its C++ kernel (the optimizer's), which
+    updates ``state`` in place; every other rule through ``rule_step``."""
+    from ..backends import cpp
+
+    if (torch.device(device).type == "cpu" and cpp.moments_step_supports(net)
+            and cpp.cpp_build.available("moments_step")):
+        packed = cpp.pack_moments(theta, net)
+
+        def step(grad, state, sizes, step_count):
+            grad = grad.to(torch.float32).contiguous()
+            state = tuple(s.contiguous() for s in state)
+            update = cpp.moments_step(grad, state[0], state[1:], packed, net, step_count)
+            return update, state
+
+        return step
+    return lambda grad, state, sizes, step_count: rule_step(theta, grad, state, net, impl, sizes, step_count)
 
 
 def cell_impl(kernel: str) -> str:
@@ -68,6 +91,7 @@ def rollout(
     device = torch.device(device)
     optimizee = Optimizee(problem, device)
     state = nets.init_state(net, optimizee.numel, device=device)
+    step = forward_stepper(theta, net, device, impl)
     losses = torch.empty(steps)
     for t in range(steps):
         loss, grad = optimizee.loss_and_grad(t)
@@ -75,7 +99,7 @@ def rollout(
         if not torch.isfinite(loss):
             losses[t:] = float("inf")
             break
-        update, state = rule_step(theta, grad, state, net, impl, optimizee.sizes)
+        update, state = step(grad, state, optimizee.sizes, t + 1)
         optimizee.apply(update)
     return losses
 

@@ -54,14 +54,15 @@ from .. import __version__
 from ..pretrained import card_path, remove_stale_temporaries, save_weights
 from ..tasks import VALIDATION_SEEDS, Task, make_task
 from .checkpoints import checkpoint_path, load_checkpoint, log_path, save_checkpoint
-from .config import RESUMABLE_CHANGES, MetaTrainConfig, initial_theta, start_weights, train_seed
-from .estimators import es_runs, runs_per_problem, train_runs, unrolls_per_problem
+from .config import LOG_FLOOR, RESUMABLE_CHANGES, MetaTrainConfig, initial_theta, start_weights, train_seed
+from .estimators import es_runs, pes_runs, runs_per_problem, train_runs, unrolls_per_problem
 from .group import Group, process_group
 from .rollout import cell_impl, rollout
 
 
 def validate(theta, config: MetaTrainConfig, task: Task, impl: str = "fast", group: "Group | None" = None) -> float:
-    """Mean over held-out problems of the sum of losses over a run (lower is better)."""
+    """Mean over held-out problems of the sum of losses over a run (lower is better); under meta_grad "pes", of the
+    mean log loss over the run (long runs' losses span orders of magnitude)."""
     detached = {k: v.detach() for k, v in theta.items()}
     seeds = list(VALIDATION_SEEDS[: config.val_problems])
     if group is not None:
@@ -69,7 +70,11 @@ def validate(theta, config: MetaTrainConfig, task: Task, impl: str = "fast", gro
     total = 0.0
     for seed in seeds:
         problem = task.sample(seed, config.device)
-        total += float(rollout(detached, config.net, problem, config.steps, config.device, impl).sum())
+        losses = rollout(detached, config.net, problem, config.steps, config.device, impl)
+        if config.meta_grad == "pes":
+            total += float(losses.double().clamp_min(LOG_FLOOR).log().mean())
+        else:
+            total += float(losses.sum())
     if group is not None:
         (total,) = group.sum_floats([total], config.device)
     return total / config.val_problems
@@ -169,6 +174,8 @@ def metatrain(
             problems = [task.sample(seed, config.device) for seed in seeds]
             if config.meta_grad == "es":
                 stats = es_runs(theta, meta_opt, problems, seeds, config, impl, group)
+            elif config.meta_grad == "pes":
+                stats = pes_runs(theta, meta_opt, problems, seeds, config, impl, group)
             else:
                 stats = train_runs(theta, meta_opt, problems, config, impl, group)
             totals = [a + b for a, b in zip(totals, (stats["meta_loss_sum"], stats["meta_loss_count"], stats["skipped_unrolls"]))]
@@ -289,7 +296,10 @@ def _divergence(config: MetaTrainConfig, record: dict[str, Any], best: float, un
     val = record["val"]
     if not math.isfinite(val):
         return "validation is not finite"
-    if config.divergence_factor > 0 and val > config.divergence_factor * best:
+    if config.divergence_factor > 0 and config.meta_grad == "pes":  # a mean log loss: a factor is a difference
+        if val > best + math.log(config.divergence_factor):
+            return f"validation {val:.4g} > best {best:.4g} + log {config.divergence_factor:g}"
+    elif config.divergence_factor > 0 and val > config.divergence_factor * best:
         return f"validation {val:.4g} > {config.divergence_factor:g} x best {best:.4g}"
     if record["skipped_unrolls"] > unrolls / 2:
         return f"{record['skipped_unrolls']} of {unrolls} unrolls non-finite"

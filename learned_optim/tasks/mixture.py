@@ -79,6 +79,31 @@ FAMILIES["mlp-depth"] = FAMILIES["mlp-shallow"] + _mlps((
     ((32, 32, 32, 32, 32), "relu", 128),
 ))
 
+# Small, cheap problems of several kinds, for meta-training over long runs on a CPU: MLPs on the digits and MNIST with
+# five activations and batches of 32-128, two moons, linear regression, quadratics. None is a task of the
+# long-horizon suite (learned_optim/tasks/suite.py) or a cell of the deep_wide grid.
+FAMILIES["small-problems"] = (
+    ("mnist_mlp", {"dataset": "digits", "hidden": [32], "activation": "relu", "batch_size": 32}),
+    ("mnist_mlp", {"dataset": "digits", "hidden": [64, 64], "activation": "sigmoid", "batch_size": 64}),
+    ("mnist_mlp", {"dataset": "digits", "hidden": [48, 48, 48], "activation": "gelu", "batch_size": 128}),
+    ("mnist_mlp", {"hidden": [32], "activation": "silu", "batch_size": 128}),
+    ("two_moons", {}),
+    ("linreg", {}),
+    ("quadratic", {}),
+)
+# Small nets on datasets too large to memorize within a run (MNIST, Fashion-MNIST), at batches of 32-128, with one
+# memorizable digits net and the quadratics: where the loss cannot go to 0 quickly, so that a rule is rewarded for
+# converging, not for racing. None is a task of the long-horizon suite or a cell of the deep_wide grid.
+FAMILIES["small-nets-large-data"] = (
+    ("mnist_mlp", {"hidden": [32], "activation": "relu", "batch_size": 64}),
+    ("mnist_mlp", {"dataset": "fashion_mnist", "hidden": [32, 32], "activation": "gelu", "batch_size": 128}),
+    ("mnist_mlp", {"hidden": [64], "activation": "sigmoid", "batch_size": 128}),
+    ("mnist_mlp", {"dataset": "fashion_mnist", "hidden": [48], "activation": "silu", "batch_size": 32}),
+    ("mnist_mlp", {"dataset": "digits", "hidden": [32], "activation": "relu", "batch_size": 32}),
+    ("mnist_mlp", {"dataset": "fashion_mnist", "hidden": [24, 24, 24], "activation": "relu", "batch_size": 64}),
+    ("quadratic", {}),
+)
+
 
 @dataclass(frozen=True)
 class MixtureConfig:

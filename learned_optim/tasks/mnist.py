@@ -19,7 +19,7 @@ from torch import nn
 from . import data
 from .base import Problem, Task, step_generator
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
 @dataclass(frozen=True)

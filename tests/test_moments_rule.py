@@ -1,0 +1,218 @@
+"""Rules that read moving averages of the gradient ("moments") and step along Adam's direction ("residual"): their
+features, their readout, their state, their C++ kernel, and meta-training them with persistent evolution strategies."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import loss_of, run_steps, small_model
+from learned_optim import LearnedOptimizer, cpp_build, nets
+from learned_optim.features import MOMENT_BETAS, SECOND_MOMENT_BETA, moment_features
+from learned_optim.metatrain import MetaTrainConfig, build_parser, config_from_args
+from learned_optim.metatrain.config import run_length
+from learned_optim.nets import NetConfig
+from learned_optim.pretrained import RuleWeights, load_weights, random_weights, save_weights
+
+MOMENTS = NetConfig(preprocess="moments", output="residual", num_layers=1, hidden_size=8, output_scale=1e-3)
+
+
+def zero_readout(rule: RuleWeights) -> RuleWeights:
+    theta = {k: (torch.zeros_like(v) if k.startswith("readout.") else v) for k, v in rule.theta.items()}
+    return dataclasses.replace(rule, theta=theta)
+
+
+@settings(deadline=None, max_examples=30)
+@given(steps=st.integers(1, 12), n=st.integers(1, 20), log_scale=st.floats(-20, 20), seed=st.integers(0, 2**16))
+def test_the_features_are_their_definition_and_free_of_scale(steps, n, log_scale, seed):
+    """x_k = m_k / (1 - b_k^t) / sqrt(v / (1 - b2^t)), g / sqrt(...) and log(1 + t) / log(1 + 10^4), from the
+    float64 recursion; a gradient stream times any constant gives the same features."""
+    gen = torch.Generator().manual_seed(seed)
+    grads = torch.randn(steps, n, generator=gen, dtype=torch.float64)
+    state, scaled = torch.zeros(n, 4, dtype=torch.float64), torch.zeros(n, 4, dtype=torch.float64)
+    m, v = [torch.zeros(n, dtype=torch.float64) for _ in MOMENT_BETAS], torch.zeros(n, dtype=torch.float64)
+    for t in range(1, steps + 1):
+        g = grads[t - 1]
+        x, state = moment_features(g, state, t)
+        y, scaled = moment_features(g * math.exp(log_scale), scaled, t)
+        m = [b * mk + (1 - b) * g for b, mk in zip(MOMENT_BETAS, m)]
+        v = SECOND_MOMENT_BETA * v + (1 - SECOND_MOMENT_BETA) * g * g
+        root = (v / (1 - SECOND_MOMENT_BETA**t)).sqrt()
+        time = torch.full_like(g, math.log1p(t) / math.log1p(1e4))
+        expected = torch.stack([mk / (1 - b**t) / root for b, mk in zip(MOMENT_BETAS, m)] + [g / root, time], dim=1)
+        torch.testing.assert_close(x, expected, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(y, x, rtol=1e-9, atol=1e-12)
+    assert (x[:, 0].abs() <= 1 / math.sqrt(1 - SECOND_MOMENT_BETA) + 1e-9).all()
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
+def test_an_untrained_residual_rule_is_adam_at_its_output_scale(implementation):
+    """With a zero readout the step is -output_scale * m_hat / sqrt(v_hat): Adam without epsilon, every
+    implementation; the state holds the moving averages beside the LSTM's."""
+    rule = zero_readout(random_weights(MOMENTS, seed=1))
+    model, twin = small_model(seed=3), small_model(seed=3)
+    got = run_steps(model, LearnedOptimizer(model.parameters(), weights=rule, implementation=implementation))
+    expected = run_steps(twin, torch.optim.Adam(twin.parameters(), lr=1e-3, eps=1e-30))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_state_widths_and_state_dicts():
+    rule = random_weights(MOMENTS, seed=2)
+    assert MOMENTS.state_names == ("moments", "h0", "c0") and MOMENTS.state_size == 4 + 16
+    assert nets.theta_shapes(MOMENTS)["readout.w"] == (2, 8)
+    model = small_model(seed=1)
+    opt = LearnedOptimizer(model.parameters(), weights=rule)
+    run_steps(model, opt, 3)
+    assert opt.state[model.fc1.weight]["moments"].shape == (7 * 12, 4)
+    again = LearnedOptimizer(model.parameters(), weights=rule)
+    again.load_state_dict(opt.state_dict())
+    saved = opt.state_dict()
+    key = next(iter(saved["state"]))
+    saved["state"][key]["moments"] = saved["state"][key]["moments"][:, :3]
+    with pytest.raises(ValueError, match="moments"):
+        again.load_state_dict(saved)
+
+
+def test_the_config_checks_and_cards():
+    with pytest.raises(ValueError, match="needs preprocess 'moments'"):
+        NetConfig(output="residual")
+    with pytest.raises(ValueError, match="Invalid output"):
+        NetConfig(output="softmax")
+    assert "output" not in NetConfig().to_dict() and NetConfig.from_dict(MOMENTS.to_dict()) == MOMENTS
+    args = build_parser().parse_args(["--task", "quadratic", "--out", "x.safetensors", "--preprocess", "moments",
+                                      "--output", "residual", "--layers", "1", "--hidden-size", "8"])
+    assert config_from_args(args).net == dataclasses.replace(MOMENTS, output_scale=0.1)
+
+
+def test_the_steps_ignore_the_scale_of_the_loss_and_skip_nonfinite_coordinates():
+    rule = random_weights(MOMENTS, seed=4)
+    ends = [run_steps(m, LearnedOptimizer(m.parameters(), weights=rule), loss_scale=s)
+            for m, s in ((small_model(seed=3), 1.0), (small_model(seed=3), 1e-6))]
+    for a, b in zip(*ends):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    model = small_model(seed=3)
+    opt = LearnedOptimizer(model.parameters(), weights=rule)
+    loss_of(model, 0).backward()
+    model.fc1.weight.grad[0, 0] = float("nan")
+    opt.step()
+    state = opt.state[model.fc1.weight]
+    assert not state["moments"][0].any() and not state["h0"][0].any() and state["moments"][1].any()
+
+
+def kernel_or_skip():
+    if not cpp_build.available("moments_step"):
+        if os.environ.get("LEARNED_OPTIM_REQUIRE_KERNEL"):
+            pytest.fail(f"the moments kernel did not build: {cpp_build.build_error('moments_step')}")
+        pytest.skip("the moments kernel is unavailable")
+
+
+@pytest.mark.parametrize("hidden,layers", [(8, 1), (4, 2), (16, 1)])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_the_kernel_takes_the_reference_steps(hidden, layers, maximize):
+    """csrc/moments_step.cpp against the reference network (its tanh and exp are approximations good to about 1e-6),
+    with a non-finite gradient on the way and parameters of another dtype."""
+    kernel_or_skip()
+    rule = random_weights(dataclasses.replace(MOMENTS, hidden_size=hidden, num_layers=layers), seed=5)
+    ends, states = [], []
+    for implementation in ("fast", "reference"):
+        model = small_model(seed=3)
+        opt = LearnedOptimizer(model.parameters(), weights=rule, implementation=implementation, maximize=maximize,
+                               lr=0.7)
+        if implementation == "fast":
+            assert opt._backend(torch.device("cpu")).__class__.__name__ == "CppMomentsBackend"
+        for step in range(15):
+            opt.zero_grad()
+            (loss_of(model, step) * (-1 if maximize else 1)).backward()
+            if step == 4:
+                model.fc2.weight.grad[0, 1] = float("inf")
+            opt.step()
+        ends.append([p.detach().clone() for p in model.parameters()])
+        states.append([opt.state[p]["moments"].clone() for p in model.parameters()])
+    for a, b in zip(*ends):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
+    for a, b in zip(*states):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_the_kernel_leaves_half_state_and_other_dtypes_to_the_torch_path():
+    kernel_or_skip()
+    rule = random_weights(MOMENTS, seed=5)
+    p = torch.nn.Parameter(torch.ones(10))
+    assert LearnedOptimizer([p], weights=rule, state_dtype=torch.bfloat16)._backend(torch.device("cpu")).name == "torch"
+    half = torch.nn.Parameter(torch.full((10,), 0.01, dtype=torch.bfloat16))
+    before = half.detach().clone()
+    opt = LearnedOptimizer([half], weights=rule)
+    half.grad = torch.full((10,), 0.5, dtype=torch.bfloat16)
+    opt.step()  # a bfloat16 parameter through the float32 kernel: its gradient copied, the update added after
+    assert opt._backend(torch.device("cpu")).name == "cpp" and (half != before).all()
+
+
+def test_a_moments_rule_round_trips_through_a_weight_file(tmp_path):
+    rule = random_weights(MOMENTS, seed=6)
+    save_weights(tmp_path / "m.safetensors", rule.theta, rule.config, {"name": "m"})
+    assert load_weights(tmp_path / "m.safetensors").config == MOMENTS
+
+
+def test_run_lengths_are_drawn_from_the_seed_within_the_range():
+    config = MetaTrainConfig(task="quadratic", steps=2000, min_steps=100, unroll=25, meta_grad="pes")
+    lengths = [run_length(config, seed) for seed in range(2000)]
+    assert lengths == [run_length(config, seed) for seed in range(2000)]
+    assert min(lengths) >= 100 and max(lengths) <= 2000
+    logs = torch.tensor(lengths, dtype=torch.float64).log()
+    assert abs(float(logs.mean()) - (math.log(100) + math.log(2000)) / 2) < 0.1  # log-uniform
+    assert run_length(MetaTrainConfig(task="quadratic"), 5) == 100
+    with pytest.raises(ValueError, match="min_steps"):
+        MetaTrainConfig(task="quadratic", min_steps=10)  # only pes draws lengths
+
+
+def test_pes_estimates_the_whole_runs_gradient():
+    """Truncations of 4 steps of a 12-step run: the PES estimate (perturbations accumulated across truncations)
+    points along central finite differences of the whole run's meta-loss, as an estimate over whole runs would."""
+    from learned_optim.metatrain import estimators
+    from learned_optim.metatrain.rollout import rollout
+    from learned_optim.tasks import make_task
+
+    net = NetConfig(hidden_size=2, num_layers=1)
+    config = MetaTrainConfig(task="quadratic", net=net, steps=12, unroll=4, meta_grad="pes", es_pairs=150,
+                             es_sigma=0.02, meta_loss="log")
+    theta = {k: v for k, v in nets.init_theta(net, torch.Generator().manual_seed(3)).items()}
+    task = make_task("quadratic", dim=3)
+
+    class Capture(torch.optim.SGD):
+        """Adds up the estimates of a run's meta-updates and leaves the weights where they are."""
+
+        def step(self, closure=None):
+            grads = [p.grad.clone() for p in self.param_groups[0]["params"]]
+            self.total = grads if not hasattr(self, "total") else [a + b for a, b in zip(self.total, grads)]
+            self.updates = getattr(self, "updates", 0) + 1
+
+    flat = lambda tensors: torch.cat([t.reshape(-1) for t in tensors])  # noqa: E731
+    params = [v.clone() for v in theta.values()]
+    capture = Capture(params, lr=0.0)
+    estimators.pes_runs(dict(zip(theta, params)), capture, [task.sample(7)], [7], config)
+    assert capture.updates == 3  # one per truncation
+    pes = flat(capture.total)  # the truncations' estimates add up to the whole run's
+
+    def whole(delta):
+        rule = {k: v + d for (k, v), d in zip(theta.items(), delta)}
+        losses = rollout(rule, net, task.sample(7), 13)[1:].double()
+        return float(losses.log().sum())
+
+    base = flat(theta.values())
+    fd = torch.zeros_like(base)
+    for i in range(base.numel()):
+        delta = torch.zeros_like(base)
+        delta[i] = 1e-3
+        split = list(delta.split([v.numel() for v in theta.values()]))
+        up = whole([d.view_as(v) for d, v in zip(split, theta.values())])
+        down = whole([-d.view_as(v) for d, v in zip(split, theta.values())])
+        fd[i] = (up - down) / 2e-3
+    cosine = float(torch.nn.functional.cosine_similarity(pes, fd, dim=0))
+    assert cosine > 0.6, cosine
