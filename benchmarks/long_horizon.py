@@ -233,14 +233,14 @@ def evaluate_task(runner: Runner, task: str, rules: list[str], horizons: list[in
 # Classification losses below this many nats are memorized training sets (the loss of a net that gives the right
 # class 99.99% on every example); ratios between such losses measure float32 rounding, not optimization, so both
 # sides of a ratio are read as at least this. Regression losses are compared as they are.
-MEMORIZED = {"cross_entropy": 1e-4, "lm": 1e-4, "mse": 0.0}
+MEMORIZED = {"cross_entropy": 1e-4, "lm": 1e-4, "mse": 0.0, "autoencoder": 0.0}
 
 
 def verdicts(task_result: dict, rule: str, horizon: int) -> dict:
     """The rule against the baselines at one horizon: ratios of mean final training losses (each read as at least
     the task's MEMORIZED floor), and the stability."""
     summary = task_result["results"][str(horizon)]["summary"]
-    floor = MEMORIZED[task_result.get("loss", "mse")]
+    floor = MEMORIZED.get(task_result.get("loss", "mse"), 0.0)
     loss = {name: s["final_train_loss"]["mean"] for name, s in summary.items()}
     tuned_adam = min(v for k, v in loss.items() if k.startswith("Adam (") and k.endswith("tuned)"))
     # AdamW and SGD are left out of runs that name fewer --baselines: their ratios are then nan
@@ -354,6 +354,19 @@ def plot(data: dict, out: Path, stem: str) -> None:
         plt.close(fig)
 
 
+def _caps(text: str) -> dict[str, int]:
+    """'5000,fmnist_resnet=1000' -> {"": 5000, "fmnist_resnet": 1000}."""
+    caps = {}
+    for item in filter(None, text.split(",")):
+        task, _, steps = item.rpartition("=")
+        if task and task not in SUITE:
+            raise argparse.ArgumentTypeError(f"unknown task {task!r}")
+        if not steps.isdigit() or int(steps) < 1:
+            raise argparse.ArgumentTypeError(f"invalid step count {steps!r}")
+        caps[task] = int(steps)
+    return caps
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m benchmarks.long_horizon", description=__doc__.split("\n\n")[0])
@@ -364,8 +377,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tune-seeds", type=int, default=1)
     parser.add_argument("--baselines", default=",".join(GRIDS),
                         help=f"comma-separated tuned baselines among {', '.join(GRIDS)} (Adam is always run)")
-    parser.add_argument("--max-horizon", type=int, default=None,
-                        help="cap every task's horizons at this many steps (the report says what ran)")
+    parser.add_argument("--max-horizon", type=_caps, default={},
+                        help="cap every task's horizons at N steps, and a task's own at TASK=N, e.g. "
+                             "'5000,fmnist_resnet=1000' (the report says what ran)")
     parser.add_argument("--jobs", type=int, default=1, help="processes running runs side by side (one thread each)")
     parser.add_argument("--quick", action="store_true", help="30 and 60 steps (and, without --tasks, the cheapest task "
                         "of each part): a smoke test")
@@ -400,8 +414,9 @@ def main(argv=None) -> int:
             "rules": rules, "tasks": {}}
     for task in tasks:
         horizons = [30, 60] if args.quick else list(SUITE[task].horizons)
-        if args.max_horizon:
-            horizons = sorted({min(h, args.max_horizon) for h in horizons})
+        cap = args.max_horizon.get(task, args.max_horizon.get(""))
+        if cap:
+            horizons = sorted({min(h, cap) for h in horizons})
         data["tasks"][task] = evaluate_task(runner, task, rules, horizons, eval_seeds, tune_seeds, families)
     data["compute_s"] = sum(json.loads(p.read_text())["seconds"] for t in tasks
                             for p in (runner.folder / t).glob("*.json"))

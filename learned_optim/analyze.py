@@ -113,7 +113,10 @@ def analyze(rule: analysis.LearnedRule, task, seeds, steps: int, out: Path, fp_i
         "schedule_by_group": group_schedule,
         "note": "effective learning rate = -dΔx/dg at g = 0"
         + ("; under the log-sign preprocessing the network sees (−1, e^p g) for |g| < e^-p, so this slope belongs "
-           "to that branch" if rule.config.preprocess == "log_sign" else ""),
+           "to that branch" if rule.config.preprocess == "log_sign" else "")
+        + ("; a moments rule reads g over the RMS of past gradients, which is 0 where every gradient was 0: the slope "
+           "at g = 0 there is undefined (nan); read the step for a gradient of median size instead"
+           if rule.config.preprocess == "moments" else ""),
     }
     summary["mean_training_loss"] = {rule.name: float(losses.mean())}
     summary["mean_training_loss"].update({f"{name} (random search, {search_samples} samples)": float(c.mean())

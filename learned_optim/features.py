@@ -35,7 +35,10 @@ import torch
 PREPROCESSORS = ("log_sign", "none", "moments")
 MOMENT_BETAS = (0.9, 0.99, 0.999)  # "moments": the decays of the gradient's moving averages it reads
 SECOND_MOMENT_BETA = 0.999  # and of its square's
-TINY = 1e-30  # what keeps m / sqrt(v) finite where the gradient has always been 0 (then m = 0 too)
+# What keeps m / sqrt(v) finite and small where v is 0 or denormal: where every gradient was 0 (then m = 0 too), and
+# where a gradient below about 1e-21 has a square that float32 rounds to 0 while m keeps it (without it, such a
+# coordinate would read a ratio of 1e7 and jump). A gradient above about 1e-14 does not feel it.
+TINY = 1e-16
 TIME_SCALE = math.log1p(1e4)  # the time input is log(1 + t) / this: 0 at the start, 1 at step 10,000
 
 
@@ -62,7 +65,7 @@ def feature_state_width(preprocess: str) -> int:
 #
 #     x_k = m_k / sqrt(v)    (k: decay 0.9, 0.99, 0.999),     x_4 = g / sqrt(v),     x_5 = log(1 + t) / log(1 + 10^4)
 #
-# Free of scale (a gradient times c gives the same x), bounded, and they shrink as the gradient turns to noise around
+# Free of scale (a gradient times c gives the same x, for gradients above about 1e-14: see TINY), bounded, and they shrink as the gradient turns to noise around
 # a minimum: |m_k| / sqrt(v) falls toward sqrt((1 - b_k) / (1 + b_k)), most for the slowest average, while it stays
 # near 1 on a steady slope. x_1 is Adam's own step direction, which a "residual" output (nets.py) steps along. The
 # time lets a rule learn a schedule that needs no horizon: it grows without bound, but slowly (1.25 at step 10^5).
@@ -80,6 +83,16 @@ def moment_features(grad: torch.Tensor, moments: torch.Tensor, step) -> tuple[to
     root = (v / (1 - SECOND_MOMENT_BETA**t)).sqrt() + TINY
     time = (t.log1p() / TIME_SCALE).expand(g.shape[0], 1)
     return torch.cat([m_hat / root, g / root, time], dim=1), torch.cat([m, v], dim=1)
+
+
+def moment_gate(moments: torch.Tensor, step) -> torch.Tensor:
+    """(N,): sqrt(v_hat) / (sqrt(v_hat) + TINY), from the moving averages after this step's update: 1 (in float32,
+    exactly) wherever the gradient has been above about 1e-14, falling to 0 where it has always been 0. A "residual"
+    readout multiplies its correction by it, so that a coordinate without a gradient stays where it is (as in Adam)
+    instead of drifting by the correction the LSTM's biases give at zero input."""
+    t = torch.as_tensor(step, dtype=moments.dtype, device=moments.device).reshape(-1)
+    root = (moments[:, -1] / (1 - SECOND_MOMENT_BETA**t)).sqrt()
+    return root / (root + TINY)
 
 
 def log_sign(grad: torch.Tensor, p: float = 10.0) -> torch.Tensor:

@@ -17,7 +17,8 @@ the rule's state to its inputs (features.py), the network, and the update.
 Readouts of the last layer's h (``output``):
 
     "linear"    update = output_scale · (h w^T + b)
-    "residual"  [d, s] = h W^T + b,   update = −output_scale · exp(clamp(s, ±RESIDUAL_CLAMP)) · (x_1 + d)
+    "residual"  [d, s] = h W^T + b,   update = −output_scale · exp(clamp(s, ±RESIDUAL_CLAMP)) · (x_1 + a · d)
+                (a: features.moment_gate, 1 wherever the coordinate has had a gradient, 0 where it never has)
 
 "residual" steps along the rule's first input (for the "moments" features, Adam's direction m̂/√v̂) with a nominal
 step ``output_scale``: untrained (W, b = 0), it is Adam at that learning rate; trained, it learns how much to move
@@ -208,12 +209,13 @@ CELL_IMPLS = tuple(LSTM_CELLS)
 
 
 def step(
-    theta: Theta, x: torch.Tensor, state: State, config: NetConfig, *, impl: str = "reference"
+    theta: Theta, x: torch.Tensor, state: State, config: NetConfig, *, impl: str = "reference", gate=None
 ) -> tuple[torch.Tensor, State]:
     """One application of the update rule to N coordinates (see the module docstring).
 
     ``impl`` picks the LSTM cell (cells.py): ``"reference"`` (lstm_cell), ``"fast"`` (lstm_cell_fast)
-    or ``"cpp"`` (lstm_cell_cpp, the fast cell with its element-wise work in C++).
+    or ``"cpp"`` (lstm_cell_cpp, the fast cell with its element-wise work in C++). ``gate`` (N,): what a "residual"
+    readout's correction d is multiplied by (features.moment_gate; rule_step passes it).
     """
     cell = LSTM_CELLS.get(impl)
     if cell is None:
@@ -240,6 +242,8 @@ def step(
     readout = torch.addmm(theta["readout.b"], layer_input, theta["readout.w"].t())
     if config.output == "residual":
         direction, size = readout.unbind(1)
+        if gate is not None:
+            direction = direction * gate
         step_size = config.output_scale * size.clamp(-RESIDUAL_CLAMP, RESIDUAL_CLAMP).exp()
         return -step_size * (x[:, 0] + direction), tuple(new_state)
     return readout.squeeze(1) * config.output_scale, tuple(new_state)
@@ -261,12 +265,15 @@ def rule_step(theta: Theta, grad: torch.Tensor, state: State, config: NetConfig,
     one per row, for the moving averages' bias correction. Returns the update and the new state, nothing written in place.
     """
     k = config.feature_states
+    gate = None
     if k:
         x, moments = features_lib.moment_features(grad, state[0], step_count)
         feature_state = (moments,)
+        if config.output == "residual":
+            gate = features_lib.moment_gate(moments, step_count)
     else:
         x, feature_state = features_lib.preprocess(grad, config.preprocess, config.p), ()
     if config.tensor_inputs:
         x = torch.cat([x, column.to(x.dtype)], dim=1)
-    update, network_state = step(theta, x, state[k:], config, impl=impl)
+    update, network_state = step(theta, x, state[k:], config, impl=impl, gate=gate)
     return update, (*feature_state, *network_state)

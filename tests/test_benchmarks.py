@@ -99,6 +99,7 @@ def test_demo_runs_without_mnist_on_the_next_dataset_found(capsys, tmp_path):
     """A fresh machine has no MNIST: the demo trains its MLP on Fashion-MNIST (Debian's package) or the digits, and
     names the default rule by what it is, not by a file path."""
     from learned_optim import demo
+    from learned_optim.pretrained import aliases
     from learned_optim.tasks.data import available_datasets
 
     found = available_datasets(tmp_path)
@@ -109,7 +110,7 @@ def test_demo_runs_without_mnist_on_the_next_dataset_found(capsys, tmp_path):
                       str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"MLP 1x20 sigmoid on {found[0]}" in out and "test accuracy" in out
-    assert "weights: default (l2l-mlp-distill)" in out and "/" not in out.splitlines()[1]
+    assert f"weights: default ({aliases()['default']})" in out and "/" not in out.splitlines()[1]
 
 
 def test_quick_never_writes_over_the_committed_results(capsys):
@@ -169,22 +170,27 @@ def test_deep_wide_cells_parse():
 
 def test_step_cost_quick_writes_its_result_files(tmp_path):
     from benchmarks import step_cost
+    from learned_optim import load_weights
 
     assert step_cost.main(["--quick", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "step_cost.json").read_text())
     row = data["rows"][0]
     learned = row["optimizers"]["LearnedOptimizer"]
-    assert learned["state_bytes_per_parameter"] == 4 * 4 * 20  # h0, c0, h1, c1 in float32
+    config = load_weights("default").config  # float32 state: the LSTM's h and c per layer, and any moving averages
+    assert learned["state_bytes_per_parameter"] == 4 * sum(config.state_width(n) for n in config.state_names)
     assert row["optimizers"]["Adam (foreach)"]["state_bytes_per_parameter"] == 8
     assert 0 < learned["fraction_of_matmul_throughput"] and learned["step_s"] > 0
-    assert data["rule_flops_per_coordinate"] > 10_000
-    from learned_optim import load_weights
+    from learned_optim.features import num_features
     from learned_optim.pretrained import aliases
+    flops = step_cost.rule_flops_per_coordinate(config, num_features(config.preprocess))
+    hidden = config.hidden_size
+    assert data["rule_flops_per_coordinate"] == flops > 2 * 4 * hidden * (hidden + num_features(config.preprocess))
     assert data["weights"] == {"name": "default", "resolved": aliases()["default"],
                                "sha256": load_weights("default").sha256}  # the result names the rule it timed
     # the roofline bound: the larger of the compute time at matmul speed and the traffic at copy bandwidth
-    n, bytes_each = row["parameters"], step_cost.bytes_per_coordinate(320)
-    assert bytes_each == 2 * 320 + 12 and data["copy_bytes_per_s"] > 0
+    state_bytes = learned["state_bytes_per_parameter"]
+    n, bytes_each = row["parameters"], step_cost.bytes_per_coordinate(state_bytes)
+    assert bytes_each == 2 * state_bytes + 12 and data["copy_bytes_per_s"] > 0
     expected = max(data["rule_flops_per_coordinate"] * n / data["matmul_flops_per_s"], bytes_each * n / data["copy_bytes_per_s"])
     assert learned["roofline_s"] == pytest.approx(expected) and learned["step_over_roofline"] == pytest.approx(learned["step_s"] / expected)
     assert "step / roofline" in (tmp_path / "step_cost.md").read_text()
@@ -547,6 +553,9 @@ def test_long_horizon_verdicts_read_memorized_losses_as_the_floor():
     """Two classification runs that both memorized their data (1e-7 and 1e-6 nats) tie; regression losses are
     compared as they are, and a rule that ends higher loses."""
     from benchmarks import long_horizon
+    from learned_optim.tasks import SUITE
+
+    assert {spec.loss for spec in SUITE.values()} <= set(long_horizon.MEMORIZED)  # every task's loss has its floor
 
     def task(loss, mine, adam):
         entry = lambda value: {"final_train_loss": {"mean": value, "se": 0.0}, "param_norm": 1.0,  # noqa: E731
@@ -560,3 +569,15 @@ def test_long_horizon_verdicts_read_memorized_losses_as_the_floor():
     assert long_horizon.verdicts(task("cross_entropy", 1e-3, 1e-7), "r", 10)["vs_tuned_adam"] == pytest.approx(10)
     assert long_horizon.verdicts(task("mse", 1e-6, 1e-7), "r", 10)["vs_tuned_adam"] == pytest.approx(10)
     assert long_horizon.verdicts(task("mse", 1e-7, 1e-6), "r", 10)["vs_adam_1e-3"] == pytest.approx(1 / 30)
+
+
+def test_long_horizon_caps_horizons_for_all_tasks_or_one():
+    import argparse
+
+    from benchmarks import long_horizon
+
+    assert long_horizon._caps("5000,fmnist_resnet=1000") == {"": 5000, "fmnist_resnet": 1000}
+    assert long_horizon._caps("") == {}
+    for bad in ("nonesuch=10", "fmnist_resnet=0", "ten"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            long_horizon._caps(bad)

@@ -3,10 +3,10 @@
 // For every coordinate n (independently, so any split over threads gives the same bits):
 //   g = sign * grad[n]                                    skipped (nothing changes) where not finite
 //   m_k = b_k m_k + (1 - b_k) g   (b = 0.9, 0.99, 0.999)   v = b2 v + (1 - b2) g^2   (b2 = 0.999)
-//   r = sqrt(v / (1 - b2^t)) + 1e-30
+//   r = sqrt(v / (1 - b2^t)) + 1e-16   (features.TINY)
 //   x = [m_1 / (1 - b_1^t) / r, m_2 ..., m_3 ..., g / r, log(1 + t) / log(1 + 10^4)]   (features.moment_features)
 //   for each LSTM layer:  [i f g o] = W [x, h, 1];  c' = s(f) c + s(i) tanh(g);  h' = s(o) tanh(c');  x = h'
-//   [d, s] = R [h', 1];  u = -scale * exp(clamp(s, -5, 5)) * (x_1 + d)
+//   [d, s] = R [h', 1];  u = -scale * exp(clamp(s, -5, 5)) * (x_1 + sqrt(v / (1 - b2^t)) / r * d)
 //   param[n] += lr * u   (or update[n] = u)
 // and the state rows (moments, then h and c of every layer) are overwritten in place.
 //
@@ -44,7 +44,7 @@ constexpr int kFeatures = 5;  // m_1, m_2, m_3 / sqrt(v), g / sqrt(v), the time
 constexpr int kMoments = 4;   // m_1, m_2, m_3, v
 constexpr float kBetas[3] = {0.9f, 0.99f, 0.999f};
 constexpr float kBeta2 = 0.999f;
-constexpr float kTiny = 1e-30f;
+constexpr float kTiny = 1e-16f;  // features.TINY
 constexpr float kClamp = 5.0f;
 
 inline V splat(float x) { return V{} + x; }
@@ -140,7 +140,8 @@ void run(const float* grad, float sign, int64_t n, float* moments, const std::ve
       V x[kFeatures];
       for (int q = 0; q < 3; ++q) m[q] = kBetas[q] * m[q] + (1.0f - kBetas[q]) * g;
       v = kBeta2 * v + (1.0f - kBeta2) * g * g;
-      const V inv_r = 1.0f / (vsqrt(v * corr[3]) + kTiny);
+      const V root = vsqrt(v * corr[3]);
+      const V inv_r = 1.0f / (root + kTiny);
       for (int q = 0; q < 3; ++q) x[q] = m[q] * corr[q] * inv_r;
       x[3] = g * inv_r;
       x[4] = splat(corr[4]);
@@ -171,7 +172,8 @@ void run(const float* grad, float sign, int64_t n, float* moments, const std::ve
         s += R[H + 1 + j] * hn[LAYERS - 1][j];
       }
       s = vmin(vmax(s, splat(-kClamp)), splat(kClamp));
-      const V u = -scale * vexp(s) * (x[0] + d);
+      // the correction vanishes where the gradient always was 0 (features.moment_gate)
+      const V u = -scale * vexp(s) * (x[0] + root * inv_r * d);
       // store: a skipped lane keeps its state and parameter (update 0)
       for (int k = 0; k < lanes; ++k) {
         const int64_t row = n0 + k;
