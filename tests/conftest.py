@@ -88,9 +88,10 @@ def run_steps(model, opt, steps: int = 12, loss_scale: float = 1.0) -> list[torc
 
 
 def distributed_optimizer(params, option: "str | None" = None):
-    """The optimizer of the distributed tests: the default rule (per-tensor scale and inputs: each tensor's RMS and
-    the whole net's); ``"input"``: a random rule with both per-tensor inputs and no scale; ``"decay"``: the default
-    rule with weight decay."""
+    """The optimizer of the distributed tests: l2l-mlp-distill (per-tensor scale and inputs: each tensor's RMS and
+    the whole net's, reductions across the shards); ``"input"``: a random rule with both per-tensor inputs and no
+    scale; ``"decay"``: l2l-mlp-distill with weight decay; ``"default"``: the shipped default (moving averages and a
+    step count in its state)."""
     from learned_optim import LearnedOptimizer
     from learned_optim.nets import NetConfig
     from learned_optim.pretrained import random_weights
@@ -99,8 +100,10 @@ def distributed_optimizer(params, option: "str | None" = None):
         rule = random_weights(NetConfig(tensor_rms_input=True, tensor_count_input=True), seed=1)
         return LearnedOptimizer(params, weights=rule)
     if option == "decay":
-        return LearnedOptimizer(params, weight_decay=1e-3)
-    return LearnedOptimizer(params)
+        return LearnedOptimizer(params, weights="l2l-mlp-distill", weight_decay=1e-3)
+    if option == "default":
+        return LearnedOptimizer(params)
+    return LearnedOptimizer(params, weights="l2l-mlp-distill")
 
 
 def interrupted_run(monkeypatch, module, name: str, call: int, run) -> None:
