@@ -290,6 +290,8 @@ def test_empty_gradient(device):
 
 def test_supports_and_argument_checks(device):
     assert not triton_backend.supports(NetConfig(cell="gru"))
+    # a moments rule (the default) is not in the kernel: on CUDA it takes the batched path
+    assert not triton_backend.supports(NetConfig(preprocess="moments", output="residual", num_layers=1, hidden_size=8))
     assert not triton_backend.supports(NetConfig(hidden_size=33))
     assert not triton_backend.supports(NetConfig(num_layers=5))
     assert triton_backend.supports(NetConfig(num_layers=4, hidden_size=32, preprocess="none"))
@@ -332,11 +334,11 @@ def triton_path(monkeypatch, device):
 
 
 @pytest.mark.parametrize("weights, state_dtype, maximize, param_dtype", [
-    ("default", torch.float32, False, torch.float32),   # grad_norm="tensor" and the per-tensor input (folded)
+    ("l2l-mlp-distill", torch.float32, False, torch.float32),  # grad_norm="tensor", the per-tensor inputs (folded)
     ("l2l-mlp-family", torch.float32, False, torch.float32),  # grad_norm="tensor": the per-tensor scale in the kernel
     ("l2l-mnist", torch.float32, True, torch.float32),
-    ("default", torch.bfloat16, False, torch.float32),
-    ("default", torch.float32, False, torch.bfloat16),  # not fused: the update is added outside the kernel
+    ("l2l-mlp-distill", torch.bfloat16, False, torch.float32),
+    ("l2l-mlp-distill", torch.float32, False, torch.bfloat16),  # not fused: the update is added outside the kernel
     ("tensor_rms_input", torch.float32, False, torch.float32),  # the per-tensor input folded into layer 0's biases
     ("both_inputs", torch.float32, False, torch.float32),  # that and the tensor count, both folded
 ])
