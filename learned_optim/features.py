@@ -7,8 +7,9 @@
 
 The optimizer computes the per-tensor statistics with the fastest reduction its device has and
 hands them to ``tensor_terms``; the meta-trainer and distillation go through ``flat_rule_inputs``,
-which does all three steps on an optimizee's flat gradient; the analysis tools call ``rule_inputs``
-with input values they choose. The C++ and Triton kernels compute the per-coordinate features
+which does all three steps on an optimizee's flat gradient; the analysis tools call ``nets.rule_step``
+with input values they choose. A "moments" rule's inputs come from moving averages it keeps in its
+state (``moment_features``), so ``nets.rule_step`` computes them beside the network. The C++ and Triton kernels compute the per-coordinate features
 themselves (equal to ``preprocess``, by test) and take the per-tensor values as a shift of the
 first layer's biases.
 
@@ -65,9 +66,9 @@ def feature_state_width(preprocess: str) -> int:
 #
 #     x_k = m_k / sqrt(v)    (k: decay 0.9, 0.99, 0.999),     x_4 = g / sqrt(v),     x_5 = log(1 + t) / log(1 + 10^4)
 #
-# Free of scale (a gradient times c gives the same x, for gradients above about 1e-14: see TINY), bounded, and they shrink as the gradient turns to noise around
-# a minimum: |m_k| / sqrt(v) falls toward sqrt((1 - b_k) / (1 + b_k)), most for the slowest average, while it stays
-# near 1 on a steady slope. x_1 is Adam's own step direction, which a "residual" output (nets.py) steps along. The
+# Free of scale (a gradient times c gives the same x, for gradients above about 1e-14: see TINY), bounded, and they
+# shrink as the gradient turns to noise around a minimum: |m_k| / sqrt(v) falls toward sqrt((1 - b_k) / (1 + b_k)),
+# most for the slowest average, while it stays near 1 on a steady slope. x_1 is Adam's own step direction, which a "residual" output (nets.py) steps along. The
 # time lets a rule learn a schedule that needs no horizon: it grows without bound, but slowly (1.25 at step 10^5).
 
 
@@ -80,7 +81,7 @@ def moment_features(grad: torch.Tensor, moments: torch.Tensor, step) -> tuple[to
     v = moments[:, -1:] * SECOND_MOMENT_BETA + g.square() * (1 - SECOND_MOMENT_BETA)
     t = torch.as_tensor(step, dtype=grad.dtype, device=grad.device).reshape(-1, 1)
     m_hat = m / (1 - betas**t)
-    root = (v / (1 - SECOND_MOMENT_BETA**t)).sqrt() + TINY
+    root = _corrected_root(v, t) + TINY
     time = (t.log1p() / TIME_SCALE).expand(g.shape[0], 1)
     return torch.cat([m_hat / root, g / root, time], dim=1), torch.cat([m, v], dim=1)
 
@@ -91,8 +92,13 @@ def moment_gate(moments: torch.Tensor, step) -> torch.Tensor:
     readout multiplies its correction by it, so that a coordinate without a gradient stays where it is (as in Adam)
     instead of drifting by the correction the LSTM's biases give at zero input."""
     t = torch.as_tensor(step, dtype=moments.dtype, device=moments.device).reshape(-1)
-    root = (moments[:, -1] / (1 - SECOND_MOMENT_BETA**t)).sqrt()
+    root = _corrected_root(moments[:, -1], t)
     return root / (root + TINY)
+
+
+def _corrected_root(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """sqrt(v_hat): the RMS of the gradient, bias-corrected as Adam's for update ``t``."""
+    return (v / (1 - SECOND_MOMENT_BETA**t)).sqrt()
 
 
 def log_sign(grad: torch.Tensor, p: float = 10.0) -> torch.Tensor:
@@ -275,7 +281,11 @@ def rule_inputs(grad: torch.Tensor, config, column: "torch.Tensor | None" = None
     """What a rule of ``config`` (a NetConfig) takes per coordinate of a flat gradient (already scaled): its
     preprocessing, and for a rule with per-tensor inputs (``config.tensor_inputs`` of them) the ``column`` (N, k)
     beside it. Shape (N, config.input_size)."""
-    x = preprocess(grad, config.preprocess, config.p)
+    return beside_column(preprocess(grad, config.preprocess, config.p), config, column)
+
+
+def beside_column(x: torch.Tensor, config, column: "torch.Tensor | None") -> torch.Tensor:
+    """The per-coordinate features ``x`` with a rule's per-tensor input ``column`` beside them, where it has any."""
     if config.tensor_inputs:
         x = torch.cat([x, column.to(x.dtype)], dim=1)
     return x

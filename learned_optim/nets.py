@@ -4,7 +4,7 @@ Every scalar coordinate of every optimizee parameter is one row of a batch that
 goes through the same small network (shared weights ``theta``). For N rows:
 
     step(theta, x, state, config) -> (update, new_state)
-        x       (N, F)  the rule's inputs (features.rule_inputs)
+        x       (N, F)  the rule's inputs (features.rule_inputs, or moment_features for a "moments" rule)
         state   tuple of (N, H) tensors, one per recurrent quantity per layer
         update  (N,)    added to the coordinates (times the optimizer's lr)
 
@@ -262,18 +262,17 @@ def rule_step(theta: Theta, grad: torch.Tensor, state: State, config: NetConfig,
 
     ``state``: config.state_names's tensors, the features' first; ``column``: the per-tensor inputs of every row
     (N, config.tensor_inputs), for a rule that has them; ``step_count``: the count of this update (>= 1), an int or
-    one per row, for the moving averages' bias correction. Returns the update and the new state, nothing written in place.
+    one per row, for the moving averages' bias correction. Returns the update and the new state, nothing written in
+    place.
     """
     k = config.feature_states
     gate = None
     if k:
         x, moments = features_lib.moment_features(grad, state[0], step_count)
-        feature_state = (moments,)
+        x, feature_state = features_lib.beside_column(x, config, column), (moments,)
         if config.output == "residual":
             gate = features_lib.moment_gate(moments, step_count)
     else:
-        x, feature_state = features_lib.preprocess(grad, config.preprocess, config.p), ()
-    if config.tensor_inputs:
-        x = torch.cat([x, column.to(x.dtype)], dim=1)
+        x, feature_state = features_lib.rule_inputs(grad, config, column), ()
     update, network_state = step(theta, x, state[k:], config, impl=impl, gate=gate)
     return update, (*feature_state, *network_state)

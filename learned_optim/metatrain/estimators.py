@@ -238,6 +238,7 @@ def pes_runs(
                 continue
             length = min(config.unroll, lengths[b] - start)
             for particle in particles:
+                # drawn for a dropped pair too, so that the other pairs' directions do not depend on which died
                 eps = [torch.randn(v.shape, generator=generators[b], dtype=v.dtype).to(v.device) * sigma for v in base]
                 if not particle["alive"]:
                     continue
