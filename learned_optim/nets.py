@@ -69,6 +69,8 @@ class NetConfig:
     tensor_count_min: int = 1  # the count input reads log(T) for T clipped to [tensor_count_min, tensor_count_max]
     tensor_count_max: int = 0  # 0: no upper bound
     output: str = "linear"  # the readout: "linear" or "residual" (see the module docstring)
+    step_decay_steps: float = 0.0  # tau > 0: the nominal step at update t is output_scale / (1 + (t - 1) / tau)^power
+    step_decay_power: float = 1.0  # (0: no decay; "moments" rules only, the ones that count their updates)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -95,6 +97,15 @@ class NetConfig:
         if self.output == "residual" and self.preprocess != "moments":
             raise ValueError("Invalid output: 'residual' steps along the moments' direction: it needs preprocess "
                              "'moments'")
+        if not (isinstance(self.step_decay_steps, (int, float)) and math.isfinite(self.step_decay_steps)
+                and self.step_decay_steps >= 0):
+            raise ValueError(f"Invalid step_decay_steps: {self.step_decay_steps!r} (must be a finite number >= 0)")
+        if not (isinstance(self.step_decay_power, (int, float)) and math.isfinite(self.step_decay_power)
+                and self.step_decay_power > 0):
+            raise ValueError(f"Invalid step_decay_power: {self.step_decay_power!r} (must be a finite number > 0)")
+        if self.step_decay_steps and self.preprocess != "moments":
+            raise ValueError("Invalid step_decay_steps: a decaying nominal step needs the update count that only "
+                             "preprocess 'moments' keeps")
         low, high = self.tensor_count_min, self.tensor_count_max
         if not (isinstance(low, int) and not isinstance(low, bool) and low >= 1):
             raise ValueError(f"Invalid tensor_count_min: {low!r} (must be an int >= 1)")
@@ -138,7 +149,7 @@ class NetConfig:
         # the count input, its bounds and the readout are written only where they differ from their defaults (as
         # cards written before the fields existed read)
         for name, default in (("tensor_count_input", False), ("tensor_count_min", 1), ("tensor_count_max", 0),
-                              ("output", "linear")):
+                              ("output", "linear"), ("step_decay_steps", 0.0), ("step_decay_power", 1.0)):
             if data[name] == default:
                 del data[name]
         return data
@@ -209,14 +220,16 @@ CELL_IMPLS = tuple(LSTM_CELLS)
 
 
 def step(
-    theta: Theta, x: torch.Tensor, state: State, config: NetConfig, *, impl: str = "reference", gate=None
+    theta: Theta, x: torch.Tensor, state: State, config: NetConfig, *, impl: str = "reference", gate=None, scale=None
 ) -> tuple[torch.Tensor, State]:
     """One application of the update rule to N coordinates (see the module docstring).
 
     ``impl`` picks the LSTM cell (cells.py): ``"reference"`` (lstm_cell), ``"fast"`` (lstm_cell_fast)
     or ``"cpp"`` (lstm_cell_cpp, the fast cell with its element-wise work in C++). ``gate`` (N,): what a "residual"
-    readout's correction d is multiplied by (features.moment_gate; rule_step passes it).
+    readout's correction d is multiplied by (features.moment_gate; rule_step passes it). ``scale``: the nominal step,
+    a number or one per row (default ``config.output_scale``; rule_step passes ``nominal_step``'s).
     """
+    scale = config.output_scale if scale is None else scale
     cell = LSTM_CELLS.get(impl)
     if cell is None:
         raise ValueError(f"Invalid impl: {impl!r} (allowed: {', '.join(CELL_IMPLS)})")
@@ -244,9 +257,22 @@ def step(
         direction, size = readout.unbind(1)
         if gate is not None:
             direction = direction * gate
-        step_size = config.output_scale * size.clamp(-RESIDUAL_CLAMP, RESIDUAL_CLAMP).exp()
+        step_size = scale * size.clamp(-RESIDUAL_CLAMP, RESIDUAL_CLAMP).exp()
         return -step_size * (x[:, 0] + direction), tuple(new_state)
-    return readout.squeeze(1) * config.output_scale, tuple(new_state)
+    return readout.squeeze(1) * scale, tuple(new_state)
+
+
+def nominal_step(config: NetConfig, step_count=1):
+    """The rule's nominal step at update ``step_count`` (from 1; an int, or a tensor of one per row):
+    ``output_scale`` / (1 + (t - 1) / step_decay_steps)^step_decay_power, ``output_scale`` itself without a decay.
+    A number for an int count (computed in float64, as the C++ kernel receives it); a tensor of the count's shape
+    (float32) otherwise."""
+    if not config.step_decay_steps:
+        return config.output_scale
+    if isinstance(step_count, torch.Tensor):
+        t = step_count.to(torch.float64)
+        return (config.output_scale * (1 + (t - 1) / config.step_decay_steps) ** -config.step_decay_power).float()
+    return config.output_scale * (1 + (int(step_count) - 1) / config.step_decay_steps) ** -config.step_decay_power
 
 
 def readout(theta: Theta, state: State, config: NetConfig) -> torch.Tensor:
@@ -274,5 +300,8 @@ def rule_step(theta: Theta, grad: torch.Tensor, state: State, config: NetConfig,
             gate = features_lib.moment_gate(moments, step_count)
     else:
         x, feature_state = features_lib.rule_inputs(grad, config, column), ()
-    update, network_state = step(theta, x, state[k:], config, impl=impl, gate=gate)
+    scale = nominal_step(config, step_count)
+    if isinstance(scale, torch.Tensor):
+        scale = scale.to(device=grad.device, dtype=grad.dtype).reshape(-1)
+    update, network_state = step(theta, x, state[k:], config, impl=impl, gate=gate, scale=scale)
     return update, (*feature_state, *network_state)

@@ -112,6 +112,62 @@ def test_the_config_checks_and_cards():
     assert config_from_args(args).net == dataclasses.replace(MOMENTS, output_scale=0.1)
 
 
+@settings(deadline=None, max_examples=50)
+@given(tau=st.floats(1.0, 1e5), power=st.floats(0.05, 3.0), t=st.integers(1, 10**7))
+def test_a_decaying_nominal_step_starts_at_the_scale_and_falls(tau, power, t):
+    """output_scale / (1 + (t - 1) / tau)^power: the scale itself at the first update, never rising, the per-row
+    tensor form equal to the number form; without a decay, output_scale at every count."""
+    config = dataclasses.replace(MOMENTS, step_decay_steps=tau, step_decay_power=power)
+    first, now, later = (nets.nominal_step(config, k) for k in (1, t, t + 1))
+    assert first == config.output_scale and 0 < later <= now <= first
+    assert math.isclose(now, config.output_scale * (1 + (t - 1) / tau) ** -power, rel_tol=1e-12)
+    rows = nets.nominal_step(config, torch.tensor([1, t]))
+    assert rows.dtype == torch.float32
+    torch.testing.assert_close(rows, torch.tensor([first, now], dtype=torch.float32))
+    assert nets.nominal_step(MOMENTS, t) == MOMENTS.output_scale
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
+def test_a_decaying_rule_takes_the_constant_rules_steps_times_the_decay(implementation):
+    """The decay multiplies the update and touches nothing else: for the same gradients, every update of the
+    decaying rule is the constant rule's times (1 + (t - 1) / tau)^-power, and the states stay equal."""
+    rule = random_weights(MOMENTS, seed=7)
+    decaying = dataclasses.replace(rule, config=dataclasses.replace(rule.config, step_decay_steps=3.0,
+                                                                    step_decay_power=0.7))
+    p, q = torch.nn.Parameter(torch.zeros(50)), torch.nn.Parameter(torch.zeros(50))
+    opt_p = LearnedOptimizer([p], weights=rule, implementation=implementation)
+    opt_q = LearnedOptimizer([q], weights=decaying, implementation=implementation)
+    gen = torch.Generator().manual_seed(0)
+    for t in range(1, 13):
+        g = torch.randn(50, generator=gen)
+        before_p, before_q = p.detach().clone(), q.detach().clone()
+        p.grad, q.grad = g.clone(), g.clone()
+        opt_p.step()
+        opt_q.step()
+        factor = (1 + (t - 1) / 3.0) ** -0.7
+        torch.testing.assert_close(q.detach() - before_q, (p.detach() - before_p) * factor, rtol=1e-5, atol=1e-9)
+        p.data.copy_(q.detach())  # the same parameters, so the next gradients are the same problem's
+    for name in rule.config.state_names:
+        torch.testing.assert_close(opt_p.state[p][name], opt_q.state[q][name])
+
+
+def test_the_decay_checks_and_cards():
+    for bad in ({"step_decay_steps": -1.0}, {"step_decay_steps": math.inf}, {"step_decay_power": 0.0},
+                {"step_decay_power": math.nan}):
+        with pytest.raises(ValueError, match="step_decay"):
+            dataclasses.replace(MOMENTS, **bad)
+    with pytest.raises(ValueError, match="needs the update count"):
+        NetConfig(step_decay_steps=100.0)
+    assert "step_decay_steps" not in MOMENTS.to_dict() and "step_decay_power" not in MOMENTS.to_dict()
+    decaying = dataclasses.replace(MOMENTS, step_decay_steps=1000.0, step_decay_power=0.5)
+    assert NetConfig.from_dict(decaying.to_dict()) == decaying
+    args = build_parser().parse_args(["--task", "quadratic", "--out", "x.safetensors", "--preprocess", "moments",
+                                      "--output", "residual", "--layers", "1", "--hidden-size", "8",
+                                      "--output-scale", "1e-3", "--step-decay-steps", "1000",
+                                      "--step-decay-power", "0.5"])
+    assert config_from_args(args).net == decaying
+
+
 def test_the_steps_ignore_the_scale_of_the_loss_and_skip_nonfinite_coordinates():
     rule = random_weights(MOMENTS, seed=4)
     ends = [run_steps(m, LearnedOptimizer(m.parameters(), weights=rule), loss_scale=s)
@@ -134,13 +190,14 @@ def kernel_or_skip():
         pytest.skip("the moments kernel is unavailable")
 
 
-@pytest.mark.parametrize("hidden,layers", [(8, 1), (4, 2), (16, 1)])
+@pytest.mark.parametrize("hidden,layers,decay", [(8, 1, 0.0), (4, 2, 0.0), (16, 1, 0.0), (8, 1, 4.0)])
 @pytest.mark.parametrize("maximize", [False, True])
-def test_the_kernel_takes_the_reference_steps(hidden, layers, maximize):
+def test_the_kernel_takes_the_reference_steps(hidden, layers, decay, maximize):
     """csrc/moments_step.cpp against the reference network (its tanh and exp are approximations good to about 1e-6),
-    with a non-finite gradient on the way and parameters of another dtype."""
+    with a non-finite gradient on the way and parameters of another dtype; also with a decaying nominal step."""
     kernel_or_skip()
-    rule = random_weights(dataclasses.replace(MOMENTS, hidden_size=hidden, num_layers=layers), seed=5)
+    rule = random_weights(dataclasses.replace(MOMENTS, hidden_size=hidden, num_layers=layers,
+                                              step_decay_steps=decay), seed=5)
     ends, states = [], []
     for implementation in ("fast", "reference"):
         model = small_model(seed=3)
@@ -277,3 +334,15 @@ def test_the_default_steps_each_tensor_whatever_else_the_optimizer_holds(impleme
         opt.step()
     for a, b in zip(runs[2], params):
         assert torch.equal(a, b.detach())
+
+
+def test_the_default_is_l2l_moments_at_a_decaying_step():
+    """The shipped default is l2l-moments' network, weight for weight, with only its nominal step changed (what its
+    recipe, recipes/l2l-moments-decay.sh, does); the step starts at 9e-3 and falls to a tenth by update 9,001."""
+    default, base = load_weights("default"), load_weights("l2l-moments")
+    assert default.theta.keys() == base.theta.keys()
+    for name in base.theta:
+        assert torch.equal(default.theta[name], base.theta[name])
+    step = {"output_scale": 9e-3, "step_decay_steps": 1000.0, "step_decay_power": 1.0}
+    assert default.config == dataclasses.replace(base.config, **step)
+    assert math.isclose(nets.nominal_step(default.config, 9001), 9e-4)

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .. import cpp_build
+from .. import cpp_build, nets
 from . import Context, Entry, add_update, torch_grad_stats
 
 _rule_step_block: int | None = None  # rule_step_block()'s answer, once known
@@ -266,7 +266,7 @@ def moments_step(grad, moments, states, packed, config, step_count: int, sign: f
     out = param if into_param else torch.empty_like(grad)
     layers, readout = packed
     cpp_build.module("moments_step").moments_step(grad, float(sign), moments, list(states), layers, readout,
-                                                  moment_corrections(step_count), float(config.output_scale), out,
+                                                  moment_corrections(step_count), float(nets.nominal_step(config, step_count)), out,
                                                   into_param, float(lr))
     return None if into_param else out
 

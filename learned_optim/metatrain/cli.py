@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "step output_scale, both adjusted by the readout; needs --preprocess moments)")
     group.add_argument("--p", type=float, default=net_defaults.p)
     group.add_argument("--output-scale", type=float, default=net_defaults.output_scale)
+    group.add_argument("--step-decay-steps", type=float, default=net_defaults.step_decay_steps,
+                       help="tau > 0: the nominal step at update t is output_scale / (1 + (t - 1) / tau)^power, a "
+                            "schedule that needs no horizon (0: constant; needs --preprocess moments)")
+    group.add_argument("--step-decay-power", type=float, default=net_defaults.step_decay_power)
     group.add_argument("--grad-norm", default=net_defaults.grad_norm,
                        help="none, or tensor: each optimizee tensor's gradient rescaled to RMS --grad-norm-target first")
     group.add_argument("--grad-norm-target", type=float, default=net_defaults.grad_norm_target)
@@ -150,6 +154,8 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         preprocess=args.preprocess,
         p=args.p,
         output_scale=args.output_scale,
+        step_decay_steps=args.step_decay_steps,
+        step_decay_power=args.step_decay_power,
         output=args.output,
         grad_norm=args.grad_norm,
         grad_norm_target=args.grad_norm_target,

@@ -50,13 +50,15 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     A recipe may add per-tensor inputs (``--tensor-rms-input``, ``--tensor-count-input``) that the file's rule lacks:
     the rule is then widened, its first cell given a zero input weight for each added input, so that meta-training
     starts at exactly the file's update function (see ``widen``). A recipe may also set another nominal step
-    (``--output-scale``): the file's weights then start at the recipe's scale. The returned weights keep the file's name and
+    (``--output-scale``, ``--step-decay-steps``, ``--step-decay-power``): the file's weights then start at the
+    recipe's step. The returned weights keep the file's name and
     sha256 (the card names the bytes read)."""
     rule = load_weights(config.init_from)
     if _adds_tensor_inputs(rule.config, config.net):
         rule = dataclasses.replace(rule, config=config.net, theta=widen(rule.theta, rule.config, config.net))
-    if rule.config.output_scale != config.net.output_scale:  # the same update function at another nominal step
-        rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, output_scale=config.net.output_scale))
+    step = {name: getattr(config.net, name) for name in ("output_scale", "step_decay_steps", "step_decay_power")}
+    if any(getattr(rule.config, name) != value for name, value in step.items()):  # the same network, another step
+        rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, **step))
     if rule.config != config.net:
         ours, theirs = dataclasses.asdict(config.net), dataclasses.asdict(rule.config)  # every field, defaults too
         differ = sorted(k for k, v in ours.items() if theirs[k] != v)
