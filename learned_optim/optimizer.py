@@ -10,7 +10,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import backends
-from .backends import IMPLEMENTATIONS, Context, Entry
+from .backends import IMPLEMENTATIONS, Context, Entry, state_dtype_of
 from .features import TensorTerms, needs_stats, tensor_terms
 from .pretrained import RuleWeights, load_weights
 
@@ -110,7 +110,8 @@ class LearnedOptimizer(Optimizer):
         maximize: maximize the objective instead of minimizing (default: False).
         state_dtype: dtype of the recurrent state: float32, float64, or bfloat16 / float16 to
             halve its memory (the network still computes in float32; the new state is rounded to
-            nearest on storing) (default: float32).
+            nearest on storing; a moments rule keeps its moving averages in float32 under float16,
+            whose range cannot hold a small gradient's square) (default: float32).
         nonfinite: ``"skip"`` freezes a coordinate whose gradient is NaN or ±inf for that step
             (its value and state do not change); ``"raise"`` raises ``FloatingPointError``
             before anything changes (default: ``"skip"``).
@@ -232,17 +233,17 @@ class LearnedOptimizer(Optimizer):
             if len(state) == 0:
                 state["step"] = 0
                 for name in self.config.state_names:
-                    state[name] = torch.zeros(p.numel(), self.config.state_width(name), dtype=self.state_dtype,
-                                              device=p.device)
+                    state[name] = torch.zeros(p.numel(), self.config.state_width(name),
+                                              dtype=state_dtype_of(name, self.state_dtype), device=p.device)
             else:
                 self._check_state_fits(p, state)
             entries.append((p, grad, state, param))
         return entries
 
     def _check_state_fits(self, p: torch.Tensor, state: dict[str, Any]) -> None:
-        numel, device, dtype = p.numel(), p.device, self.state_dtype
+        numel, device = p.numel(), p.device
         for name in self.config.state_names:
-            tensor = state[name]
+            tensor, dtype = state[name], state_dtype_of(name, self.state_dtype)
             if tensor.shape[0] != numel:
                 raise RuntimeError(f"The state of a parameter of shape {tuple(p.shape)} holds {tensor.shape[0]} "
                                    "coordinates; a parameter's size cannot change after its state exists")
@@ -397,7 +398,8 @@ class LearnedOptimizer(Optimizer):
         for pid, values in tensors.items():
             p = id_to_param[pid]
             for key, value in values.items():
-                self.state[p][key] = value.detach().to(device=local(p).device, dtype=self.state_dtype, copy=True)
+                self.state[p][key] = value.detach().to(device=local(p).device, dtype=state_dtype_of(key, self.state_dtype),
+                                                       copy=True)
 
 
 def _decay(p: torch.Tensor, grad: torch.Tensor, factor: float) -> None:

@@ -346,3 +346,29 @@ def test_the_default_is_l2l_moments_at_a_decaying_step():
     step = {"output_scale": 9e-3, "step_decay_steps": 1000.0, "step_decay_power": 1.0}
     assert default.config == dataclasses.replace(base.config, **step)
     assert math.isclose(nets.nominal_step(default.config, 9001), 9e-4)
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
+def test_a_float16_state_keeps_the_moving_averages_in_float32(implementation):
+    """Gradients of 1e-5 have squares (1e-10) below float16's smallest step: stored in float16, v would read 0 while
+    m kept the gradient, and the step would be 10^12 times too long. The moving averages stay float32 (the LSTM's
+    state is float16), so the steps are the float32 state's, to float16's rounding of h and c."""
+    rule = random_weights(MOMENTS, seed=8)
+    ends, opts = [], []
+    for dtype in (torch.float32, torch.float16):
+        p = torch.nn.Parameter(torch.zeros(40))
+        opt = LearnedOptimizer([p], weights=rule, implementation=implementation, state_dtype=dtype)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(20):
+            p.grad = 1e-5 * (1 + torch.rand(40, generator=gen))
+            opt.step()
+        ends.append(p.detach().clone())
+        opts.append((opt, p))
+    opt, p = opts[1]
+    assert opt.state[p]["moments"].dtype == torch.float32 and opt.state[p]["h0"].dtype == torch.float16
+    assert ends[0].abs().max() < 1.0  # about 20 steps of 1e-3
+    torch.testing.assert_close(ends[1], ends[0], rtol=2e-2, atol=1e-6)
+    saved = opt.state_dict()
+    again = LearnedOptimizer([p], weights=rule, implementation=implementation, state_dtype=torch.float16)
+    again.load_state_dict(saved)
+    assert again.state[p]["moments"].dtype == torch.float32

@@ -66,7 +66,7 @@ class BatchedBackend:
                                         context.column(entry.inputs, p.numel(), p.device), "fast", self.network,
                                         step_count=entry.state["step"])
         for name, tensor in zip(names, new_state):
-            entry.state[name] = tensor.to(context.state_dtype)
+            entry.state[name] = tensor.to(context.dtype_of(name))
         add_update(p, update.view(p.shape), entry.lr)
 
     def _run_chunk(self, pieces, names, maximize: bool) -> None:

@@ -32,5 +32,5 @@ class ReferenceBackend:
                                         context.column(entry.inputs, p.numel(), p.device), self.impl,
                                         step_count=entry.state["step"])
         for name, tensor in zip(names, new_state):
-            entry.state[name] = tensor.to(context.state_dtype)
+            entry.state[name] = tensor.to(context.dtype_of(name))
         add_update(p, update.view(p.shape), entry.lr)
