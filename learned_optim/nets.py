@@ -269,10 +269,9 @@ def nominal_step(config: NetConfig, step_count=1):
     (float32) otherwise."""
     if not config.step_decay_steps:
         return config.output_scale
-    if isinstance(step_count, torch.Tensor):
-        t = step_count.to(torch.float64)
-        return (config.output_scale * (1 + (t - 1) / config.step_decay_steps) ** -config.step_decay_power).float()
-    return config.output_scale * (1 + (int(step_count) - 1) / config.step_decay_steps) ** -config.step_decay_power
+    t = step_count.to(torch.float64) if isinstance(step_count, torch.Tensor) else int(step_count)
+    scale = config.output_scale * (1 + (t - 1) / config.step_decay_steps) ** -config.step_decay_power
+    return scale.float() if isinstance(scale, torch.Tensor) else scale
 
 
 def readout(theta: Theta, state: State, config: NetConfig) -> torch.Tensor:

@@ -42,7 +42,9 @@ class Entry:
 
 
 def state_dtype_of(name: str, state_dtype: torch.dtype) -> torch.dtype:
-    """Context.dtype_of without a context: float32 for a moments rule's moving averages under a float16 state."""
+    """The dtype the state tensor ``name`` is kept in: ``state_dtype``, except that a moments rule's moving averages
+    stay float32 under a float16 state (the square of a gradient below about 2.4e-4 underflows float16's smallest
+    step, 6e-8, in v while m keeps the gradient, and m/sqrt(v) would read 10^12). bfloat16 has float32's range."""
     return torch.float32 if name == "moments" and state_dtype == torch.float16 else state_dtype
 
 
@@ -56,13 +58,6 @@ class Context:
         self.compute_dtype = torch.float32 if state_dtype in LOW_PRECISION else state_dtype
         self.chunk_size = chunk_size
         self._theta: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
-
-    def dtype_of(self, name: str) -> torch.dtype:
-        """The dtype the state tensor ``name`` is kept in: ``state_dtype``, except that a moments rule's moving
-        averages stay float32 under a float16 state (the square of a gradient below about 2.4e-4 underflows float16's
-        smallest step, 6e-8, in v while m keeps the gradient: m/sqrt(v) would read 10^12, as found in the 0.3 default
-        on a 1x20 sigmoid net). bfloat16 has float32's range and keeps them."""
-        return state_dtype_of(name, self.state_dtype)
 
     def theta(self, device: torch.device) -> dict[str, torch.Tensor]:
         key = (device, self.compute_dtype)

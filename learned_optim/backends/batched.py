@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Context, Entry, add_update, run_network, torch_grad_stats
+from . import Context, Entry, add_update, run_network, state_dtype_of, torch_grad_stats
 
 _COMPILED = None
 
@@ -66,7 +66,7 @@ class BatchedBackend:
                                         context.column(entry.inputs, p.numel(), p.device), "fast", self.network,
                                         step_count=entry.state["step"])
         for name, tensor in zip(names, new_state):
-            entry.state[name] = tensor.to(context.dtype_of(name))
+            entry.state[name] = tensor.to(state_dtype_of(name, context.state_dtype))
         add_update(p, update.view(p.shape), entry.lr)
 
     def _run_chunk(self, pieces, names, maximize: bool) -> None:

@@ -265,9 +265,9 @@ def moments_step(grad, moments, states, packed, config, step_count: int, sign: f
     into_param = param is not None
     out = param if into_param else torch.empty_like(grad)
     layers, readout = packed
+    scale = float(nets.nominal_step(config, step_count))
     cpp_build.module("moments_step").moments_step(grad, float(sign), moments, list(states), layers, readout,
-                                                  moment_corrections(step_count), float(nets.nominal_step(config, step_count)), out,
-                                                  into_param, float(lr))
+                                                  moment_corrections(step_count), scale, out, into_param, float(lr))
     return None if into_param else out
 
 

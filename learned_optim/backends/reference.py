@@ -5,7 +5,7 @@ It follows the math and nothing else; every faster backend is tested against it.
 
 from __future__ import annotations
 
-from . import Context, Entry, add_update, torch_grad_stats
+from . import Context, Entry, add_update, state_dtype_of, torch_grad_stats
 
 
 class ReferenceBackend:
@@ -32,5 +32,5 @@ class ReferenceBackend:
                                         context.column(entry.inputs, p.numel(), p.device), self.impl,
                                         step_count=entry.state["step"])
         for name, tensor in zip(names, new_state):
-            entry.state[name] = tensor.to(context.dtype_of(name))
+            entry.state[name] = tensor.to(state_dtype_of(name, context.state_dtype))
         add_update(p, update.view(p.shape), entry.lr)
