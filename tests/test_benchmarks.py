@@ -581,3 +581,51 @@ def test_long_horizon_caps_horizons_for_all_tasks_or_one():
     for bad in ("nonesuch=10", "fmnist_resnet=0", "ten"):
         with pytest.raises(argparse.ArgumentTypeError):
             long_horizon._caps(bad)
+
+
+def test_without_correction_keeps_the_step_size_and_steps_along_adams_direction():
+    """Setting a residual rule's correction to zero leaves its LSTM state and step size s as they were (the readout
+    does not feed back), and its update is then -step · exp(s) · m̂/√v̂ exactly; the shipped weights are untouched."""
+    from benchmarks.residual_correction import without_correction
+    from learned_optim import features, load_weights, nets
+
+    shipped = load_weights("default")
+    before = {k: v.clone() for k, v in shipped.theta.items()}
+    off = without_correction(shipped)
+    assert all(torch.equal(before[k], shipped.theta[k]) for k in before)
+    assert off.sha256 != shipped.sha256 and off.config == shipped.config
+    config, generator = shipped.config, torch.Generator().manual_seed(3)
+    state_on = state_off = nets.init_state(config, 500)
+    changed = False
+    for t in range(1, 6):
+        grad = torch.randn(500, generator=generator) * 10.0 ** torch.randint(-6, 1, (500,), generator=generator)
+        x, _ = features.moment_features(grad, state_off[0], t)  # the rule's inputs, from the moments before the step
+        u_on, state_on = nets.rule_step(shipped.theta, grad, state_on, config, step_count=t)
+        u_off, state_off = nets.rule_step(off.theta, grad, state_off, config, step_count=t)
+        assert all(torch.equal(a, b) for a, b in zip(state_on, state_off))
+        h = state_off[-2]
+        s = (h @ off.theta["readout.w"][1] + off.theta["readout.b"][1]).clamp(-nets.RESIDUAL_CLAMP, nets.RESIDUAL_CLAMP)
+        torch.testing.assert_close(u_off, -nets.nominal_step(config, t) * s.exp() * x[:, 0])
+        changed |= not torch.allclose(u_on, u_off)
+    assert changed  # the shipped rule's correction is not zero
+
+
+def test_residual_correction_quick_compares_both_variants_on_the_same_seeds(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from benchmarks import residual_correction
+
+    assert residual_correction.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "residual_correction.json").read_text())
+    assert set(data["tasks"]) == {"regression_fullbatch"}
+    assert [float(k) for k in data["floor"]] == pytest.approx(residual_correction.FLOOR_LRS)
+    for pair in [*data["tasks"].values(), *data["floor"].values()]:
+        assert set(pair) == set(residual_correction.VARIANTS)
+        for result in pair.values():
+            assert not result["diverged"] and -1.0 <= result["lag1_cosine"][0] <= 1.0
+    # a smaller lr moves less in 60 steps: the loss ends higher
+    floor = data["floor"]
+    assert floor["0.1"]["shipped"]["train_loss"][0] > floor["1"]["shipped"]["train_loss"][0]
+    assert "correction off" in (tmp_path / "residual_correction.md").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        residual_correction.main(["--quick", "--weights", "l2l-mlp-distill", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "residual" in capsys.readouterr().err
