@@ -543,6 +543,7 @@ def test_long_horizon_quick_tunes_baselines_and_reports_both_parts(tmp_path):
     assert verdict["vs_tuned_adam"] > 0 and isinstance(verdict["ends_near_best"], bool)
     text = (tmp_path / "long_horizon.md").read_text()
     assert "dev part" in text and "held_out part" in text and (tmp_path / "long_horizon_long.png").exists()
+    assert "at or below tuned AdamW on" in text and "at or below tuned SGD on" in text
     kept = sorted((tmp_path / "long_horizon_runs").rglob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in kept]
     assert long_horizon.main(argv) == 0
@@ -629,3 +630,10 @@ def test_residual_correction_quick_compares_both_variants_on_the_same_seeds(tmp_
     with pytest.raises(SystemExit) as exit_info:
         residual_correction.main(["--quick", "--weights", "l2l-mlp-distill", "--out", str(tmp_path)])
     assert exit_info.value.code == 2 and "residual" in capsys.readouterr().err
+
+
+def test_long_horizon_marks_every_ratio_the_rule_loses():
+    from benchmarks.long_horizon import _ratio_text
+
+    assert _ratio_text(1.2) == "1.20 **loses**" and _ratio_text(0.97) == "0.97" and _ratio_text(1.0) == "1.00"
+    assert _ratio_text(float("nan")) == "—"  # a baseline that was not run
