@@ -281,8 +281,8 @@ def report(data: dict) -> str:
                                  for k in s.get("baselines", GRIDS)) +
              ". 'vs tuned Adam': the rule's (constant lr = 1) final loss over tuned Adam's better of constant and "
              "cosine, and likewise for AdamW, SGD and Adam at 1e-3; 'with cosine': the rule with a cosine schedule on "
-             "its lr over tuned Adam's; **loses** above 1. Classification losses below 1e-4 (a memorized training set) count as 1e-4 in "
-             "every ratio. Stable: ends within 5% of its decrease of the best it reached, never above its "
+             "its lr over tuned Adam's; **loses** above 1. Classification losses below 1e-4 (a memorized training "
+             "set) count as 1e-4 in every ratio. Stable: ends within 5% of its decrease of the best it reached, never above its "
              "start; norm: its parameter norm over tuned Adam's.", ""]
     for rule in data["rules"]:
         for part, tasks in PARTS.items():

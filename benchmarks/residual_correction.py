@@ -4,8 +4,8 @@ correction set to zero.
     python -m benchmarks.residual_correction --data-root ../shared/data
     python -m benchmarks.residual_correction --quick
 
-A "residual" rule (nets.py) steps by  -step · exp(s) · (m̂/√v̂ + d): Adam's direction plus a correction d that its LSTM
-reads out beside the step size s. With d set to zero (readout row 0's weights and bias) the same network only scales
+A "residual" rule (nets.py) steps by -step · exp(s) · (m̂/√v̂ + d): Adam's direction plus a correction d that its
+LSTM reads out beside the step size s. With d set to zero (readout row 0's weights and bias) the same network only scales
 Adam's direction. Two parts, both variants on the same seeds:
 
 - tasks: every task of --tasks (default: the suite's development part) for --steps steps. Final training loss, the

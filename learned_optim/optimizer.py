@@ -398,8 +398,8 @@ class LearnedOptimizer(Optimizer):
         for pid, values in tensors.items():
             p = id_to_param[pid]
             for key, value in values.items():
-                self.state[p][key] = value.detach().to(device=local(p).device, dtype=state_dtype_of(key, self.state_dtype),
-                                                       copy=True)
+                dtype = state_dtype_of(key, self.state_dtype)
+                self.state[p][key] = value.detach().to(device=local(p).device, dtype=dtype, copy=True)
 
 
 def _decay(p: torch.Tensor, grad: torch.Tensor, factor: float) -> None:
