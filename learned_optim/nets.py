@@ -19,10 +19,13 @@ Readouts of the last layer's h (``output``):
     "linear"    update = output_scale · (h w^T + b)
     "residual"  [d, s] = h W^T + b,   update = −output_scale · exp(clamp(s, ±RESIDUAL_CLAMP)) · (x_1 + a · d)
                 (a: features.moment_gate, 1 wherever the coordinate has had a gradient, 0 where it never has)
+    "scale"     s = h w^T + b,        update = −output_scale · exp(clamp(s, ±RESIDUAL_CLAMP)) · x_1
 
 "residual" steps along the rule's first input (for the "moments" features, Adam's direction m̂/√v̂) with a nominal
 step ``output_scale``: untrained (W, b = 0), it is Adam at that learning rate; trained, it learns how much to move
-the direction (d) and how far to step (s), per coordinate and step.
+the direction (d) and how far to step (s), per coordinate and step. "scale" is "residual" without d: it only learns
+how far to step along Adam's direction, so its step shrinks wherever m̂/√v̂ does (where the gradient is noise, or
+oscillates about a minimum).
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from . import features as features_lib
 from .cells import LSTM_CELLS, gru_cell
 
 CELLS = ("lstm", "gru")
-OUTPUTS = ("linear", "residual")
-RESIDUAL_CLAMP = 5.0  # a "residual" readout scales the nominal step by at most e^5 up or down
+OUTPUTS = ("linear", "residual", "scale")
+ADAM_DIRECTION_OUTPUTS = ("residual", "scale")  # readouts that step along the first input, Adam's direction
+RESIDUAL_CLAMP = 5.0  # a "residual" or "scale" readout scales the nominal step by at most e^5 up or down
 # the per-tensor inputs a rule may have, in the order of their input columns (after the gradient features)
 TENSOR_INPUTS = ("tensor_rms_input", "tensor_count_input")
 # rule settings of earlier versions that no shipped rule uses (docs/research/retired-rule-inputs.md): a weight file
@@ -68,7 +72,7 @@ class NetConfig:
     tensor_count_input: bool = False  # one more input: log of how many tensors the step updates (features.py)
     tensor_count_min: int = 1  # the count input reads log(T) for T clipped to [tensor_count_min, tensor_count_max]
     tensor_count_max: int = 0  # 0: no upper bound
-    output: str = "linear"  # the readout: "linear" or "residual" (see the module docstring)
+    output: str = "linear"  # the readout: "linear", "residual" or "scale" (see the module docstring)
     step_decay_steps: float = 0.0  # tau > 0: the nominal step at update t is output_scale / (1 + (t - 1) / tau)^power
     step_decay_power: float = 1.0  # (0: no decay; "moments" rules only, the ones that count their updates)
 
@@ -94,9 +98,9 @@ class NetConfig:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be True or False)")
         if self.output not in OUTPUTS:
             raise ValueError(f"Invalid output: {self.output!r} (allowed: {', '.join(OUTPUTS)})")
-        if self.output == "residual" and self.preprocess != "moments":
-            raise ValueError("Invalid output: 'residual' steps along the moments' direction: it needs preprocess "
-                             "'moments'")
+        if self.output in ADAM_DIRECTION_OUTPUTS and self.preprocess != "moments":
+            raise ValueError(f"Invalid output: {self.output!r} steps along the moments' direction: it needs "
+                             "preprocess 'moments'")
         if not (isinstance(self.step_decay_steps, (int, float)) and math.isfinite(self.step_decay_steps)
                 and self.step_decay_steps >= 0):
             raise ValueError(f"Invalid step_decay_steps: {self.step_decay_steps!r} (must be a finite number >= 0)")
@@ -259,6 +263,9 @@ def step(
             direction = direction * gate
         step_size = scale * size.clamp(-RESIDUAL_CLAMP, RESIDUAL_CLAMP).exp()
         return -step_size * (x[:, 0] + direction), tuple(new_state)
+    if config.output == "scale":
+        step_size = scale * readout.squeeze(1).clamp(-RESIDUAL_CLAMP, RESIDUAL_CLAMP).exp()
+        return -step_size * x[:, 0], tuple(new_state)
     return readout.squeeze(1) * scale, tuple(new_state)
 
 

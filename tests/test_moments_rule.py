@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import loss_of, run_steps, small_model
+from conftest import REPO, loss_of, run_steps, small_model
 from learned_optim import LearnedOptimizer, cpp_build, nets
 from learned_optim.features import MOMENT_BETAS, SECOND_MOMENT_BETA, TINY, moment_features
 from learned_optim.metatrain import MetaTrainConfig, build_parser, config_from_args
@@ -372,3 +372,115 @@ def test_a_float16_state_keeps_the_moving_averages_in_float32(implementation):
     again = LearnedOptimizer([p], weights=rule, implementation=implementation, state_dtype=torch.float16)
     again.load_state_dict(saved)
     assert again.state[p]["moments"].dtype == torch.float32
+
+
+SCALE = dataclasses.replace(MOMENTS, output="scale")
+
+
+def test_a_scale_readout_is_a_residual_readout_without_its_correction():
+    """"scale" steps by -output_scale * exp(s) * m_hat/sqrt(v_hat): the same rule as a "residual" one whose correction
+    row is zero, step for step (the reference network), and its readout has the one row s."""
+    scale_rule = random_weights(SCALE, seed=6)
+    assert nets.theta_shapes(SCALE)["readout.w"] == (1, 8) and SCALE.state_names == MOMENTS.state_names
+    theta = dict(scale_rule.theta)
+    theta["readout.w"] = torch.cat([torch.zeros_like(theta["readout.w"]), theta["readout.w"]])
+    theta["readout.b"] = torch.cat([torch.zeros_like(theta["readout.b"]), theta["readout.b"]])
+    residual_rule = dataclasses.replace(random_weights(MOMENTS, seed=6), theta=theta)
+    ends = []
+    for rule in (scale_rule, residual_rule):
+        model = small_model(seed=3)
+        ends.append(run_steps(model, LearnedOptimizer(model.parameters(), weights=rule, implementation="reference")))
+    for a, b in zip(*ends):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs preprocess 'moments'"):
+        NetConfig(output="scale")
+
+
+@settings(deadline=None, max_examples=25)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 30), steps=st.integers(1, 8))
+def test_a_scale_rule_steps_along_adams_direction(seed, n, steps):
+    """Whatever its weights, a "scale" rule's update is Adam's direction times a positive factor within the nominal
+    step times e^{+-5}: never against -m_hat/sqrt(v_hat), and zero exactly where that direction is."""
+    rule = random_weights(SCALE, seed=seed % 97)
+    gen = torch.Generator().manual_seed(seed)
+    state = nets.init_state(SCALE, n)
+    for t in range(1, steps + 1):
+        grad = torch.randn(n, generator=gen) * (torch.rand(n, generator=gen) < 0.8)
+        update, state = nets.rule_step(rule.theta, grad, state, SCALE, step_count=t)
+        direction = state[0][:, 0] / (1 - MOMENT_BETAS[0] ** t)  # m_hat's sign is the direction's
+        assert torch.all(update * direction <= 0)
+        assert torch.all((update == 0) == (direction == 0))
+        root = (state[0][:, -1] / (1 - SECOND_MOMENT_BETA**t)).sqrt() + TINY
+        ratio = update.abs() / (direction.abs() / root).clamp_min(1e-30)
+        nz = direction != 0
+        lo, hi = SCALE.output_scale * math.exp(-5), SCALE.output_scale * math.exp(5)
+        assert torch.all(ratio[nz] >= lo * (1 - 1e-4)) and torch.all(ratio[nz] <= hi * (1 + 1e-4))
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
+def test_an_untrained_scale_rule_is_adam_at_its_output_scale(implementation):
+    rule = zero_readout(random_weights(SCALE, seed=1))
+    model, twin = small_model(seed=3), small_model(seed=3)
+    got = run_steps(model, LearnedOptimizer(model.parameters(), weights=rule, implementation=implementation))
+    expected = run_steps(twin, torch.optim.Adam(twin.parameters(), lr=1e-3, eps=TINY))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("decay", [0.0, 4.0])
+def test_the_kernel_takes_a_scale_rules_reference_steps(decay):
+    kernel_or_skip()
+    rule = random_weights(dataclasses.replace(SCALE, step_decay_steps=decay), seed=5)
+    ends = []
+    for implementation in ("fast", "reference"):
+        model = small_model(seed=3)
+        opt = LearnedOptimizer(model.parameters(), weights=rule, implementation=implementation, lr=0.7)
+        if implementation == "fast":
+            assert opt._backend(torch.device("cpu")).__class__.__name__ == "CppMomentsBackend"
+        ends.append(run_steps(model, opt, 15))
+    for a, b in zip(*ends):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
+
+
+def test_a_scale_recipe_starts_from_a_residual_rule_without_its_correction(tmp_path):
+    """--output scale --init-from a residual rule: meta-training starts at that rule with d = 0, its s row kept."""
+    from learned_optim.metatrain.config import initial_theta
+
+    source = random_weights(MOMENTS, seed=8)
+    save_weights(tmp_path / "r.safetensors", source.theta, MOMENTS)
+    args = build_parser().parse_args(["--task", "quadratic", "--out", str(tmp_path / "x.safetensors"),
+                                      "--preprocess", "moments", "--output", "scale", "--layers", "1",
+                                      "--hidden-size", "8", "--output-scale", "1e-3",
+                                      "--init-from", str(tmp_path / "r.safetensors")])
+    config = config_from_args(args)
+    theta = initial_theta(config)
+    assert theta["readout.w"].shape == (1, 8)
+    torch.testing.assert_close(theta["readout.w"], source.theta["readout.w"][1:])
+    torch.testing.assert_close(theta["readout.b"], source.theta["readout.b"][1:])
+    torch.testing.assert_close(theta["cells.0.w_ih"], source.theta["cells.0.w_ih"])
+
+
+def test_metatraining_a_scale_rule_from_a_residual_one_writes_a_scale_rule(tmp_path):
+    """The command line end to end: PES on the quadratics from a residual rule's file; the written rule is a "scale"
+    rule that the C++ kernel (where it builds) and the reference path step alike, and meta-training moved it."""
+    import subprocess
+    import sys
+
+    source = save_weights(tmp_path / "r.safetensors", random_weights(MOMENTS, seed=9).theta, MOMENTS)
+    out = tmp_path / "s.safetensors"
+    args = ["--task", "quadratic", "--dim", "4", "--out", str(out), "--epochs", "1", "--runs-per-epoch", "2",
+            "--steps", "12", "--min-steps", "6", "--unroll", "4", "--val-problems", "1", "--meta-grad", "pes",
+            "--es-pairs", "2", "--preprocess", "moments", "--output", "scale", "--layers", "1", "--hidden-size", "8",
+            "--output-scale", "1e-3", "--init-from", str(tmp_path / "r.safetensors"), "--keep", "last"]
+    result = subprocess.run([sys.executable, "-m", "learned_optim.metatrain", *args], cwd=REPO, capture_output=True,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    rule = load_weights(out)
+    assert rule.config == SCALE and rule.card["init_from_sha256"] == source.sha256
+    assert not torch.equal(rule.theta["readout.w"], source.theta["readout.w"][1:])
+    ends = []
+    for implementation in ("fast", "reference"):
+        model = small_model(seed=3)
+        ends.append(run_steps(model, LearnedOptimizer(model.parameters(), weights=rule, implementation=implementation)))
+    for a, b in zip(*ends):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)

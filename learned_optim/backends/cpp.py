@@ -233,9 +233,9 @@ class CppBackend:
 
 
 def moments_step_supports(config) -> bool:
-    """Whether csrc/moments_step.cpp computes this rule: "moments" features, a residual readout, an LSTM of 1 or 2
-    layers of 4, 8 or 16 units, no per-tensor inputs."""
-    return (config.cell == "lstm" and config.preprocess == "moments" and config.output == "residual"
+    """Whether csrc/moments_step.cpp computes this rule: "moments" features, a "residual" or "scale" readout, an LSTM
+    of 1 or 2 layers of 4, 8 or 16 units, no per-tensor inputs."""
+    return (config.cell == "lstm" and config.preprocess == "moments" and config.output in nets.ADAM_DIRECTION_OUTPUTS
             and config.hidden_size in (4, 8, 16) and config.num_layers in (1, 2) and not config.tensor_inputs)
 
 
@@ -250,10 +250,13 @@ def moment_corrections(step_count: int) -> list[float]:
 
 def pack_moments(theta, config) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The rule's weights as the kernel takes them: per layer [W_ih, W_hh, b] (4H, nin + H + 1), and the readout
-    [w, b] (2, H + 1), float32 on the CPU."""
+    [w, b] (2, H + 1), float32 on the CPU. A "scale" readout (no correction) gets a zero row for d: the kernel's
+    x_1 + a · 0 is x_1 exactly."""
     layers = [torch.cat([theta[f"cells.{l}.w_ih"], theta[f"cells.{l}.w_hh"], theta[f"cells.{l}.b"].unsqueeze(1)],
                         dim=1).detach().to("cpu", torch.float32).contiguous() for l in range(config.num_layers)]
     readout = torch.cat([theta["readout.w"], theta["readout.b"].unsqueeze(1)], dim=1)
+    if config.output == "scale":
+        readout = torch.cat([torch.zeros_like(readout), readout])
     return layers, readout.detach().to("cpu", torch.float32).contiguous()
 
 

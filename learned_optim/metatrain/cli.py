@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log_sign (the paper's), none (the raw gradient) or moments (moving averages: m/sqrt(v) "
                             "at three decays and g/sqrt(v), free of scale)")
     group.add_argument("--output", default=net_defaults.output,
-                       help="linear (update = output_scale x readout) or residual (Adam's direction m/sqrt(v), its "
-                            "step output_scale, both adjusted by the readout; needs --preprocess moments)")
+                       help="linear (update = output_scale x readout), residual (Adam's direction m/sqrt(v), its "
+                            "step output_scale, both adjusted by the readout) or scale (the same direction, only its "
+                            "step adjusted); residual and scale need --preprocess moments")
     group.add_argument("--p", type=float, default=net_defaults.p)
     group.add_argument("--output-scale", type=float, default=net_defaults.output_scale)
     group.add_argument("--step-decay-steps", type=float, default=net_defaults.step_decay_steps,

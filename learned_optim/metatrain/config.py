@@ -18,7 +18,7 @@ KERNELS = ("auto", "cpp", "python")
 
 
 # "uniform": torch.nn's init for every weight; "zero": zero biases; "zero_readout": zero biases and a zero readout, so
-# that a "residual" rule starts as Adam at its output_scale
+# that a "residual" or "scale" rule starts as Adam at its output_scale
 BIAS_INITS = ("uniform", "zero", "zero_readout")
 META_LOSSES = ("sum", "log")
 KEEPS = ("best", "last")  # which epoch's weights a run writes
@@ -51,11 +51,15 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     the rule is then widened, its first cell given a zero input weight for each added input, so that meta-training
     starts at exactly the file's update function (see ``widen``). A recipe may also set another nominal step
     (``--output-scale``, ``--step-decay-steps``, ``--step-decay-power``): the file's weights then start at the
-    recipe's step. The returned weights keep the file's name and
-    sha256 (the card names the bytes read)."""
+    recipe's step. A "scale" recipe may start from a "residual" rule: the correction's readout row is dropped, so
+    meta-training starts at the file's rule with d = 0 (benchmarks.residual_correction's ablation). The returned
+    weights keep the file's name and sha256 (the card names the bytes read)."""
     rule = load_weights(config.init_from)
     if _adds_tensor_inputs(rule.config, config.net):
         rule = dataclasses.replace(rule, config=config.net, theta=widen(rule.theta, rule.config, config.net))
+    if rule.config.output == "residual" and config.net.output == "scale":
+        theta = {**rule.theta, "readout.w": rule.theta["readout.w"][1:], "readout.b": rule.theta["readout.b"][1:]}
+        rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, output="scale"), theta=theta)
     step = {name: getattr(config.net, name) for name in ("output_scale", "step_decay_steps", "step_decay_power")}
     if any(getattr(rule.config, name) != value for name, value in step.items()):  # the same network, another step
         rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, **step))
