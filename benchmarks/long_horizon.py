@@ -372,6 +372,14 @@ def _caps(text: str) -> dict[str, int]:
     return caps
 
 
+def _horizons(text: str) -> list[int]:
+    """'10000,100000' -> [10000, 100000]: one or two step counts, each >= 1."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not 1 <= len(items) <= 2 or not all(item.isdigit() and int(item) >= 1 for item in items):
+        raise argparse.ArgumentTypeError(f"invalid horizons {text!r} (one or two step counts, e.g. '10000,100000')")
+    return sorted({int(item) for item in items})
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m benchmarks.long_horizon", description=__doc__.split("\n\n")[0])
@@ -385,6 +393,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-horizon", type=_caps, default={},
                         help="cap every task's horizons at N steps, and a task's own at TASK=N, e.g. "
                              "'5000,fmnist_resnet=1000' (the report says what ran)")
+    parser.add_argument("--horizons", type=_horizons, default=None,
+                        help="run every task at these step counts instead of its own (short,long), e.g. "
+                             "'10000,100000'; applied before --max-horizon")
     parser.add_argument("--jobs", type=int, default=1, help="processes running runs side by side (one thread each)")
     parser.add_argument("--quick", action="store_true", help="30 and 60 steps (and, without --tasks, the cheapest task "
                         "of each part): a smoke test")
@@ -415,10 +426,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     eval_seeds, tune_seeds = list(EVAL_SEEDS[: args.eval_seeds]), list(TUNING_SEEDS[: args.tune_seeds])
     data = {"settings": {"tasks": tasks, "eval_seeds": eval_seeds, "tune_seeds": tune_seeds, "quick": args.quick,
-                         "baselines": list(families), "max_horizon": args.max_horizon},
+                         "baselines": list(families), "max_horizon": args.max_horizon,
+                         **({"horizons": args.horizons} if args.horizons else {})},
             "rules": rules, "tasks": {}}
     for task in tasks:
-        horizons = [30, 60] if args.quick else list(SUITE[task].horizons)
+        horizons = [30, 60] if args.quick else list(args.horizons or SUITE[task].horizons)
         cap = args.max_horizon.get(task, args.max_horizon.get(""))
         if cap:
             horizons = sorted({min(h, cap) for h in horizons})

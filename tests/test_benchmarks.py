@@ -584,6 +584,27 @@ def test_long_horizon_caps_horizons_for_all_tasks_or_one():
             long_horizon._caps(bad)
 
 
+def test_long_horizon_runs_every_task_at_the_horizons_given(tmp_path):
+    """--horizons replaces each task's own step counts (the tuning, the runs and the report follow), then --max-horizon
+    caps them; a bad list is refused."""
+    import argparse
+
+    from benchmarks import long_horizon
+
+    argv = ["--tasks", "regression_fullbatch", "--horizons", "40,20", "--max-horizon", "30", "--baselines", "Adam",
+            "--eval-seeds", "1", "--out", str(tmp_path), "--report", "r"]
+    assert long_horizon.main(argv) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["settings"]["horizons"] == [20, 40]
+    task = data["tasks"]["regression_fullbatch"]
+    assert set(task["results"]) == {"20", "30"} and "Adam/cosine/30" in task["tuned_lr"]
+    assert "20 / 30" in (tmp_path / "r.md").read_text()
+    assert long_horizon._horizons("100000") == [100000]
+    for bad in ("", "0,10", "10,20,30", "ten"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            long_horizon._horizons(bad)
+
+
 def test_without_correction_keeps_the_step_size_and_steps_along_adams_direction():
     """Setting a residual rule's correction to zero leaves its LSTM state and step size s as they were (the readout
     does not feed back), and its update is then -step · exp(s) · m̂/√v̂ exactly; the shipped weights are untouched."""
