@@ -41,6 +41,10 @@ SECOND_MOMENT_BETA = 0.999  # and of its square's
 # coordinate would read a ratio of 1e7 and jump). A gradient above about 1e-14 does not feel it.
 TINY = 1e-16
 TIME_SCALE = math.log1p(1e4)  # the time input is log(1 + t) / this: 0 at the start, 1 at step 10,000
+# a "residual" rule with flip_gate (nets.py) keeps c, a moving average (decay FLIP_DECAY) of the product of consecutive
+# gradients over v_hat, each clipped to [-1, 1]; its correction is closed where c <= FLIP_CLOSED, open where c >= 0
+FLIP_DECAY = 0.9
+FLIP_CLOSED = -0.3
 
 
 def num_features(preprocess: str) -> int:
@@ -54,9 +58,12 @@ def num_features(preprocess: str) -> int:
     raise ValueError(f"Invalid preprocess: {preprocess!r} (allowed: {', '.join(PREPROCESSORS)})")
 
 
-def feature_state_width(preprocess: str) -> int:
-    """Numbers per coordinate a preprocessing keeps between steps: the moving averages of "moments", else none."""
-    return len(MOMENT_BETAS) + 1 if preprocess == "moments" else 0
+def feature_state_width(preprocess: str, flip_gate: bool = False) -> int:
+    """Numbers per coordinate a preprocessing keeps between steps: the moving averages of "moments" (and, with
+    ``flip_gate``, the last gradient and the flip average c), else none."""
+    if preprocess != "moments":
+        return 0
+    return len(MOMENT_BETAS) + 1 + 2 * bool(flip_gate)
 
 
 # -- "moments": what a rule that must converge reads ---------------------------------------------------------------
@@ -70,30 +77,47 @@ def feature_state_width(preprocess: str) -> int:
 # shrink as the gradient turns to noise around a minimum: |m_k| / sqrt(v) falls toward sqrt((1 - b_k) / (1 + b_k)),
 # most for the slowest average, while it stays near 1 on a steady slope. x_1 is Adam's own step direction, which a "residual" output (nets.py) steps along. The
 # time lets a rule learn a schedule that needs no horizon: it grows without bound, but slowly (1.25 at step 10^5).
+#
+# With a flip gate the state also holds the last gradient g' and c = FLIP_DECAY c + (1 - FLIP_DECAY) clip(x_4 g' / r),
+# r = sqrt(v_hat) + TINY: near 1 on a steady slope, near 0 where the gradient is noise, near -1 where it flips sign at
+# every step (an oscillation across a valley, as in full-batch runs whose step is too large for the curvature).
 
 
 def moment_features(grad: torch.Tensor, moments: torch.Tensor, step) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x (N, 5), the new moments (N, 4)) for a flat gradient (N,) and the moving averages before it, (N, 4) as
-    [m_0.9, m_0.99, m_0.999, v]; ``step``: the count of this update (>= 1), an int or one per row (N,)."""
+    """(x (N, 5), the new moments) for a flat gradient (N,) and the moving averages before it: (N, 4) as
+    [m_0.9, m_0.99, m_0.999, v], or (N, 6) as [..., g', c] for a rule with a flip gate (the last gradient and the flip
+    average, see above); ``step``: the count of this update (>= 1), an int or one per row (N,)."""
+    k = len(MOMENT_BETAS)
     g = grad.unsqueeze(1)
     betas = torch.tensor(MOMENT_BETAS, dtype=grad.dtype, device=grad.device)
-    m = moments[:, :-1] * betas + g * (1 - betas)
-    v = moments[:, -1:] * SECOND_MOMENT_BETA + g.square() * (1 - SECOND_MOMENT_BETA)
+    m = moments[:, :k] * betas + g * (1 - betas)
+    v = moments[:, k : k + 1] * SECOND_MOMENT_BETA + g.square() * (1 - SECOND_MOMENT_BETA)
     t = torch.as_tensor(step, dtype=grad.dtype, device=grad.device).reshape(-1, 1)
     m_hat = m / (1 - betas**t)
     root = _corrected_root(v, t) + TINY
     time = (t.log1p() / TIME_SCALE).expand(g.shape[0], 1)
-    return torch.cat([m_hat / root, g / root, time], dim=1), torch.cat([m, v], dim=1)
+    x = torch.cat([m_hat / root, g / root, time], dim=1)
+    if moments.shape[1] == k + 1:
+        return x, torch.cat([m, v], dim=1)
+    agreement = (x[:, k : k + 1] * moments[:, k + 1 : k + 2] / root).clamp(-1.0, 1.0)
+    c = moments[:, k + 2 :] * FLIP_DECAY + agreement * (1 - FLIP_DECAY)
+    return x, torch.cat([m, v, g, c], dim=1)
 
 
 def moment_gate(moments: torch.Tensor, step) -> torch.Tensor:
-    """(N,): sqrt(v_hat) / (sqrt(v_hat) + TINY), from the moving averages after this step's update: 1 (in float32,
-    exactly) wherever the gradient has been above about 1e-14, falling to 0 where it has always been 0. A "residual"
-    readout multiplies its correction by it, so that a coordinate without a gradient stays where it is (as in Adam)
-    instead of drifting by the correction the LSTM's biases give at zero input."""
+    """(N,): what a "residual" readout multiplies its correction by, from the moving averages after this step's
+    update. sqrt(v_hat) / (sqrt(v_hat) + TINY): 1 (in float32, exactly) wherever the gradient has been above about
+    1e-14, falling to 0 where it has always been 0, so that a coordinate without a gradient stays where it is (as in
+    Adam) instead of drifting by the correction the LSTM's biases give at zero input. With a flip gate (moments
+    (N, 6)), times clip(1 - c / FLIP_CLOSED, 0, 1): the correction closes where the gradient keeps flipping sign, so
+    that the rule steps along Adam's direction alone there, which shrinks as the oscillation cancels in m."""
+    k = len(MOMENT_BETAS)
     t = torch.as_tensor(step, dtype=moments.dtype, device=moments.device).reshape(-1)
-    root = _corrected_root(moments[:, -1], t)
-    return root / (root + TINY)
+    root = _corrected_root(moments[:, k], t)
+    gate = root / (root + TINY)
+    if moments.shape[1] == k + 1:
+        return gate
+    return gate * (1 - moments[:, k + 2] / FLIP_CLOSED).clamp(0.0, 1.0)
 
 
 def _corrected_root(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

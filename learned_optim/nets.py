@@ -18,7 +18,8 @@ Readouts of the last layer's h (``output``):
 
     "linear"    update = output_scale · (h w^T + b)
     "residual"  [d, s] = h W^T + b,   update = −output_scale · exp(clamp(s, ±RESIDUAL_CLAMP)) · (x_1 + a · d)
-                (a: features.moment_gate, 1 wherever the coordinate has had a gradient, 0 where it never has)
+                (a: features.moment_gate, 1 wherever the coordinate has had a gradient, 0 where it never has;
+                with ``flip_gate``, also falling to 0 where the gradient keeps flipping sign)
     "scale"     s = h w^T + b,        update = −output_scale · exp(clamp(s, ±RESIDUAL_CLAMP)) · x_1
 
 "residual" steps along the rule's first input (for the "moments" features, Adam's direction m̂/√v̂) with a nominal
@@ -75,6 +76,7 @@ class NetConfig:
     output: str = "linear"  # the readout: "linear", "residual" or "scale" (see the module docstring)
     step_decay_steps: float = 0.0  # tau > 0: the nominal step at update t is output_scale / (1 + (t - 1) / tau)^power
     step_decay_power: float = 1.0  # (0: no decay; "moments" rules only, the ones that count their updates)
+    flip_gate: bool = False  # "residual" only: its correction also closes where the gradient keeps flipping sign
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -110,6 +112,10 @@ class NetConfig:
         if self.step_decay_steps and self.preprocess != "moments":
             raise ValueError("Invalid step_decay_steps: a decaying nominal step needs the update count that only "
                              "preprocess 'moments' keeps")
+        if not isinstance(self.flip_gate, bool):
+            raise ValueError(f"Invalid flip_gate: {self.flip_gate!r} (must be True or False)")
+        if self.flip_gate and self.output != "residual":
+            raise ValueError(f"Invalid flip_gate: it gates a 'residual' readout's correction; output is {self.output!r}")
         low, high = self.tensor_count_min, self.tensor_count_max
         if not (isinstance(low, int) and not isinstance(low, bool) and low >= 1):
             raise ValueError(f"Invalid tensor_count_min: {low!r} (must be an int >= 1)")
@@ -136,7 +142,9 @@ class NetConfig:
 
     def state_width(self, name: str) -> int:
         """Numbers per coordinate in the state tensor ``name``."""
-        return features_lib.feature_state_width(self.preprocess) if name == "moments" else self.hidden_size
+        if name == "moments":
+            return features_lib.feature_state_width(self.preprocess, self.flip_gate)
+        return self.hidden_size
 
     @property
     def state_size(self) -> int:
@@ -153,7 +161,8 @@ class NetConfig:
         # the count input, its bounds and the readout are written only where they differ from their defaults (as
         # cards written before the fields existed read)
         for name, default in (("tensor_count_input", False), ("tensor_count_min", 1), ("tensor_count_max", 0),
-                              ("output", "linear"), ("step_decay_steps", 0.0), ("step_decay_power", 1.0)):
+                              ("output", "linear"), ("step_decay_steps", 0.0), ("step_decay_power", 1.0),
+                              ("flip_gate", False)):
             if data[name] == default:
                 del data[name]
         return data

@@ -191,14 +191,16 @@ def kernel_or_skip():
         pytest.skip("the moments kernel is unavailable")
 
 
-@pytest.mark.parametrize("hidden,layers,decay", [(8, 1, 0.0), (4, 2, 0.0), (16, 1, 0.0), (8, 1, 4.0)])
+@pytest.mark.parametrize("hidden,layers,decay,flip", [(8, 1, 0.0, False), (4, 2, 0.0, False), (16, 1, 0.0, False),
+                                                     (8, 1, 4.0, False), (8, 1, 4.0, True), (4, 2, 0.0, True)])
 @pytest.mark.parametrize("maximize", [False, True])
-def test_the_kernel_takes_the_reference_steps(hidden, layers, decay, maximize):
+def test_the_kernel_takes_the_reference_steps(hidden, layers, decay, flip, maximize):
     """csrc/moments_step.cpp against the reference network (its tanh and exp are approximations good to about 1e-6),
-    with a non-finite gradient on the way and parameters of another dtype; also with a decaying nominal step."""
+    with a non-finite gradient on the way and parameters of another dtype; also with a decaying nominal step, and with
+    the flip gate (its last gradient and flip average compared with the moving averages)."""
     kernel_or_skip()
     rule = random_weights(dataclasses.replace(MOMENTS, hidden_size=hidden, num_layers=layers,
-                                              step_decay_steps=decay), seed=5)
+                                              step_decay_steps=decay, flip_gate=flip), seed=5)
     ends, states = [], []
     for implementation in ("fast", "reference"):
         model = small_model(seed=3)
@@ -217,7 +219,9 @@ def test_the_kernel_takes_the_reference_steps(hidden, layers, decay, maximize):
     for a, b in zip(*ends):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
     for a, b in zip(*states):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(a[:, :4], b[:, :4], rtol=1e-4, atol=1e-7)
+        # the flip average: a mean of ratios in [-1, 1] of gradients that differ by the parameters' last bits
+        torch.testing.assert_close(a[:, 4:], b[:, 4:], rtol=1e-3, atol=1e-5)
 
 
 def test_the_kernel_leaves_half_state_and_other_dtypes_to_the_torch_path():
@@ -337,16 +341,19 @@ def test_the_default_steps_each_tensor_whatever_else_the_optimizer_holds(impleme
         assert torch.equal(a, b.detach())
 
 
-def test_the_default_is_l2l_moments_at_a_decaying_step():
-    """The shipped default is l2l-moments' network, weight for weight, with only its nominal step changed (what its
-    recipe, recipes/l2l-moments-decay.sh, does); the step starts at 9e-3 and falls to a tenth by update 9,001."""
-    default, base = load_weights("default"), load_weights("l2l-moments")
-    assert default.theta.keys() == base.theta.keys()
+def test_the_default_is_l2l_moments_at_a_decaying_step_with_a_flip_gate():
+    """The shipped default is l2l-moments' network, weight for weight, with only its nominal step changed (what
+    recipes/l2l-moments-decay.sh does) and the flip gate added (recipes/l2l-moments-flip.sh); the step starts at 9e-3
+    and falls to a tenth by update 9,001."""
+    default, decay, base = load_weights("default"), load_weights("l2l-moments-decay"), load_weights("l2l-moments")
+    assert default.theta.keys() == base.theta.keys() == decay.theta.keys()
     for name in base.theta:
-        assert torch.equal(default.theta[name], base.theta[name])
+        assert torch.equal(default.theta[name], base.theta[name]) and torch.equal(decay.theta[name], base.theta[name])
     step = {"output_scale": 9e-3, "step_decay_steps": 1000.0, "step_decay_power": 1.0}
-    assert default.config == dataclasses.replace(base.config, **step)
+    assert decay.config == dataclasses.replace(base.config, **step)
+    assert default.config == dataclasses.replace(decay.config, flip_gate=True)
     assert math.isclose(nets.nominal_step(default.config, 9001), 9e-4)
+    assert default.config.state_size * 4 == 88  # bytes of float32 state per parameter
 
 
 @pytest.mark.parametrize("implementation", ["fast", "torch", "reference"])
@@ -475,3 +482,89 @@ def test_metatraining_a_scale_rule_from_a_residual_one_writes_a_scale_rule(tmp_p
         ends.append(run_steps(model, LearnedOptimizer(model.parameters(), weights=rule, implementation=implementation)))
     for a, b in zip(*ends):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
+
+
+FLIP = dataclasses.replace(MOMENTS, flip_gate=True)
+
+
+def updates_of(config: NetConfig, theta, grads: torch.Tensor) -> tuple[list[torch.Tensor], list[tuple]]:
+    """The reference rule's updates (and states) for a stream of flat gradients (steps, N)."""
+    state, updates, states = nets.init_state(config, grads.shape[1]), [], []
+    for t, grad in enumerate(grads, start=1):
+        update, state = nets.rule_step(theta, grad, state, config, step_count=t)
+        updates.append(update)
+        states.append(state)
+    return updates, states
+
+
+def test_the_flip_gate_config_state_and_command_line(tmp_path):
+    """Two more numbers of state per coordinate (22 in all: 88 bytes, within the 160 a default may keep); only a
+    "residual" readout has a correction to gate; the card writes the field only where it is set; --flip-gate."""
+    from learned_optim.metatrain.config import start_weights
+
+    assert FLIP.state_names == MOMENTS.state_names and FLIP.state_size == MOMENTS.state_size + 2 == 22
+    assert nets.theta_shapes(FLIP) == nets.theta_shapes(MOMENTS)  # no weights of its own
+    for bad in ({"output": "scale"}, {"output": "linear", "preprocess": "log_sign"}):
+        with pytest.raises(ValueError, match="flip_gate"):
+            dataclasses.replace(FLIP, **bad)
+    with pytest.raises(ValueError, match="flip_gate"):
+        dataclasses.replace(MOMENTS, flip_gate=1)
+    assert "flip_gate" not in MOMENTS.to_dict() and NetConfig.from_dict(FLIP.to_dict()) == FLIP
+    model = small_model(seed=1)
+    opt = LearnedOptimizer(model.parameters(), weights=random_weights(FLIP, seed=2))
+    run_steps(model, opt, 3)
+    assert opt.state[model.fc1.weight]["moments"].shape == (7 * 12, 6)
+    # a gated recipe may start from an ungated rule's file: the same weights, the gate added
+    save_weights(tmp_path / "r.safetensors", random_weights(MOMENTS, seed=8).theta, MOMENTS)
+    args = build_parser().parse_args(["--task", "quadratic", "--out", str(tmp_path / "x.safetensors"),
+                                      "--preprocess", "moments", "--output", "residual", "--flip-gate", "--layers",
+                                      "1", "--hidden-size", "8", "--output-scale", "1e-3",
+                                      "--init-from", str(tmp_path / "r.safetensors")])
+    config = config_from_args(args)
+    assert config.net == FLIP
+    start = start_weights(config)
+    assert start.config == FLIP and start.theta.keys() == random_weights(MOMENTS, seed=8).theta.keys()
+
+
+@settings(deadline=None, max_examples=25)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 20), steps=st.integers(1, 15))
+def test_where_the_gradient_never_flips_sign_the_flip_gate_changes_nothing(seed, n, steps):
+    """Gradients that keep each coordinate's sign (any magnitudes, zeros among them): the flip average never falls
+    below 0, so the gate is exactly 1 and every update is bitwise the ungated rule's; the average stays in [0, 1]."""
+    rule = random_weights(MOMENTS, seed=seed % 89)
+    gen = torch.Generator().manual_seed(seed)
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    magnitude = torch.rand(steps, n, generator=gen).square() * 10.0 ** torch.randint(-6, 4, (steps, 1), generator=gen)
+    grads = sign * magnitude * (torch.rand(steps, n, generator=gen) < 0.8)
+    gated, states = updates_of(FLIP, rule.theta, grads)
+    plain, _ = updates_of(MOMENTS, rule.theta, grads)
+    for a, b in zip(gated, plain):
+        assert torch.equal(a, b)
+    for state in states:
+        assert torch.all((state[0][:, -1] >= 0) & (state[0][:, -1] <= 1))
+
+
+@settings(deadline=None, max_examples=25)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 20), log_scale=st.floats(-8, 8))
+def test_a_gradient_that_flips_sign_at_every_step_closes_the_correction(seed, n, log_scale):
+    """g_t = (-1)^t a (an oscillation across a valley): after a few steps the flip average is at or below
+    FLIP_CLOSED, the correction is shut, and the update is bitwise that of the same rule with its correction row
+    zeroed (a step along Adam's direction alone, sized by the same s); the average stays in [-1, 0]."""
+    from learned_optim.features import FLIP_CLOSED
+
+    rule = random_weights(MOMENTS, seed=seed % 89)
+    gen = torch.Generator().manual_seed(seed)
+    a = (torch.rand(n, generator=gen) + 0.5) * math.exp(log_scale) * torch.where(torch.rand(n, generator=gen) < 0.5,
+                                                                                 -1.0, 1.0)
+    grads = torch.stack([a * (-1) ** t for t in range(12)])
+    no_correction = {**rule.theta, "readout.w": rule.theta["readout.w"].clone(),
+                     "readout.b": rule.theta["readout.b"].clone()}
+    no_correction["readout.w"][0] = 0.0
+    no_correction["readout.b"][0] = 0.0
+    gated, states = updates_of(FLIP, rule.theta, grads)
+    along, _ = updates_of(MOMENTS, no_correction, grads)
+    for t, (state, x, y) in enumerate(zip(states, gated, along), start=1):
+        flip = state[0][:, -1]
+        assert torch.all((flip >= -1) & (flip <= 0))
+        if t >= 6:
+            assert torch.all(flip <= FLIP_CLOSED) and torch.equal(x, y), t

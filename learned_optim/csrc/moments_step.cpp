@@ -6,7 +6,9 @@
 //   r = sqrt(v / (1 - b2^t)) + 1e-16   (features.TINY)
 //   x = [m_1 / (1 - b_1^t) / r, m_2 ..., m_3 ..., g / r, log(1 + t) / log(1 + 10^4)]   (features.moment_features)
 //   for each LSTM layer:  [i f g o] = W [x, h, 1];  c' = s(f) c + s(i) tanh(g);  h' = s(o) tanh(c');  x = h'
-//   [d, s] = R [h', 1];  u = -scale * exp(clamp(s, -5, 5)) * (x_1 + sqrt(v / (1 - b2^t)) / r * d)
+//   [d, s] = R [h', 1];  u = -scale * exp(clamp(s, -5, 5)) * (x_1 + sqrt(v / (1 - b2^t)) / r * a * d)
+//   a = 1, or with the flip gate (moments rows of 6: [m_1, m_2, m_3, v, g', c]; features.moment_gate):
+//     c = 0.9 c + 0.1 clamp(x_4 g' / r, -1, 1);  a = clamp(1 - c / -0.3, 0, 1);  g' = g
 //   param[n] += lr * u   (or update[n] = u)
 // and the state rows (moments, then h and c of every layer) are overwritten in place.
 //
@@ -42,6 +44,9 @@ typedef int32_t VI __attribute__((vector_size(L * 4)));
 
 constexpr int kFeatures = 5;  // m_1, m_2, m_3 / sqrt(v), g / sqrt(v), the time
 constexpr int kMoments = 4;   // m_1, m_2, m_3, v
+constexpr int kFlipMoments = 6;  // and the last gradient g' and the flip average c (features.FLIP_DECAY, FLIP_CLOSED)
+constexpr float kFlipDecay = 0.9f;
+constexpr float kFlipClosed = -0.3f;
 constexpr float kBetas[3] = {0.9f, 0.99f, 0.999f};
 constexpr float kBeta2 = 0.999f;
 constexpr float kTiny = 1e-16f;  // features.TINY
@@ -114,22 +119,27 @@ inline bool finite(float x) {
   return (bits & 0x7f800000u) != 0x7f800000u;
 }
 
-template <int H, int LAYERS>
+template <int H, int LAYERS, bool FLIP>
 void run(const float* grad, float sign, int64_t n, float* moments, const std::vector<float*>& state,
          const std::vector<const float*>& W, const float* R, const float* corr, float scale, float* out,
          bool into_param, float lr) {
+  constexpr int W_ = FLIP ? kFlipMoments : kMoments;
   at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t n0 = begin; n0 < end; n0 += L) {
       const int lanes = static_cast<int>(std::min<int64_t>(L, end - n0));
-      V g, ok, m[3], v, h[LAYERS][H], c[LAYERS][H];
+      V g, ok, m[3], v, last{}, flip{}, h[LAYERS][H], c[LAYERS][H];
       for (int k = 0; k < L; ++k) {  // gather the block's rows into lanes (unused lanes: copies of lane 0)
         const int64_t row = n0 + (k < lanes ? k : 0);
         const float gk = sign * grad[row];
         const bool good = finite(gk) && k < lanes;
         g[k] = good ? gk : 0.0f;
         ok[k] = good ? 1.0f : 0.0f;
-        for (int q = 0; q < 3; ++q) m[q][k] = moments[row * kMoments + q];
-        v[k] = moments[row * kMoments + 3];
+        for (int q = 0; q < 3; ++q) m[q][k] = moments[row * W_ + q];
+        v[k] = moments[row * W_ + 3];
+        if (FLIP) {
+          last[k] = moments[row * W_ + 4];
+          flip[k] = moments[row * W_ + 5];
+        }
         for (int l = 0; l < LAYERS; ++l)
           for (int j = 0; j < H; ++j) {
             h[l][j][k] = state[2 * l][row * H + j];
@@ -172,8 +182,15 @@ void run(const float* grad, float sign, int64_t n, float* moments, const std::ve
         s += R[H + 1 + j] * hn[LAYERS - 1][j];
       }
       s = vmin(vmax(s, splat(-kClamp)), splat(kClamp));
-      // the correction vanishes where the gradient always was 0 (features.moment_gate)
-      const V u = -scale * vexp(s) * (x[0] + root * inv_r * d);
+      // the correction vanishes where the gradient always was 0, and with the flip gate where it keeps flipping
+      // sign (features.moment_gate)
+      V a = root * inv_r;
+      if (FLIP) {
+        const V agreement = vmin(vmax(x[3] * last * inv_r, splat(-1.0f)), splat(1.0f));
+        flip = kFlipDecay * flip + (1.0f - kFlipDecay) * agreement;
+        a = a * vmin(vmax(1.0f - flip / kFlipClosed, splat(0.0f)), splat(1.0f));
+      }
+      const V u = -scale * vexp(s) * (x[0] + a * d);
       // store: a skipped lane keeps its state and parameter (update 0)
       for (int k = 0; k < lanes; ++k) {
         const int64_t row = n0 + k;
@@ -181,8 +198,12 @@ void run(const float* grad, float sign, int64_t n, float* moments, const std::ve
           if (!into_param) out[row] = 0.0f;
           continue;
         }
-        for (int q = 0; q < 3; ++q) moments[row * kMoments + q] = m[q][k];
-        moments[row * kMoments + 3] = v[k];
+        for (int q = 0; q < 3; ++q) moments[row * W_ + q] = m[q][k];
+        moments[row * W_ + 3] = v[k];
+        if (FLIP) {
+          moments[row * W_ + 4] = g[k];
+          moments[row * W_ + 5] = flip[k];
+        }
         for (int l = 0; l < LAYERS; ++l)
           for (int j = 0; j < H; ++j) {
             state[2 * l][row * H + j] = hn[l][j][k];
@@ -201,7 +222,7 @@ void check_f32(const torch::Tensor& t, const char* what) {
 
 }  // namespace
 
-// grad (N,); moments (N, 4); states [h0, c0, h1, c1 ...] each (N, H); weights: per layer (4H, nin + H + 1) =
+// grad (N,); moments (N, 4), or (N, 6) for the flip gate; states [h0, c0, h1, c1 ...] each (N, H); weights: per layer (4H, nin + H + 1) =
 // [W_ih, W_hh, b]; readout (2, H + 1) = [w_d, b_d; w_s, b_s]; corrections [1/(1-b1^t), 1/(1-b2^t), 1/(1-b3^t),
 // 1/(1-b2'^t), log(1 + t) / log(1 + 10^4)]. With into_param, `out` is the flat parameter and receives param + lr * update.
 void moments_step(const torch::Tensor& grad, double sign, torch::Tensor& moments, const std::vector<torch::Tensor>& states,
@@ -212,7 +233,10 @@ void moments_step(const torch::Tensor& grad, double sign, torch::Tensor& moments
   check_f32(readout, "readout");
   check_f32(out, "out");
   const int64_t n = grad.numel();
-  TORCH_CHECK(out.numel() == n && moments.numel() == n * kMoments, "out (N,) and moments (N, 4)");
+  TORCH_CHECK(out.numel() == n && moments.dim() == 2 && moments.size(0) == n &&
+                  (moments.size(1) == kMoments || moments.size(1) == kFlipMoments),
+              "out (N,) and moments (N, 4) or (N, 6)");
+  const bool flip = moments.size(1) == kFlipMoments;
   TORCH_CHECK(!weights.empty() && weights.size() <= 2 && states.size() == 2 * weights.size(), "1 or 2 LSTM layers");
   TORCH_CHECK(corrections.size() == 5, "corrections: 5 values");
   const int H = static_cast<int>(states[0].size(1));
@@ -241,7 +265,10 @@ void moments_step(const torch::Tensor& grad, double sign, torch::Tensor& moments
   const int layers = static_cast<int>(weights.size());
 #define LEARNED_OPTIM_CASE(HH, LL)                                                                   \
   if (H == HH && layers == LL) {                                                                     \
-    run<HH, LL>(g, sg, n, mo, s, w, r, corr, sc, o, into_param, rate);                               \
+    if (flip)                                                                                        \
+      run<HH, LL, true>(g, sg, n, mo, s, w, r, corr, sc, o, into_param, rate);                       \
+    else                                                                                             \
+      run<HH, LL, false>(g, sg, n, mo, s, w, r, corr, sc, o, into_param, rate);                      \
     return;                                                                                          \
   }
   LEARNED_OPTIM_CASE(4, 1)

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="linear (update = output_scale x readout), residual (Adam's direction m/sqrt(v), its "
                             "step output_scale, both adjusted by the readout) or scale (the same direction, only its "
                             "step adjusted); residual and scale need --preprocess moments")
+    group.add_argument("--flip-gate", action="store_true",
+                       help="residual only: its correction also closes where the gradient keeps flipping sign (two "
+                            "more numbers of state per parameter; features.moment_gate)")
     group.add_argument("--p", type=float, default=net_defaults.p)
     group.add_argument("--output-scale", type=float, default=net_defaults.output_scale)
     group.add_argument("--step-decay-steps", type=float, default=net_defaults.step_decay_steps,
@@ -158,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> MetaTrainConfig:
         step_decay_steps=args.step_decay_steps,
         step_decay_power=args.step_decay_power,
         output=args.output,
+        flip_gate=args.flip_gate,
         grad_norm=args.grad_norm,
         grad_norm_target=args.grad_norm_target,
         tensor_rms_input=args.tensor_rms_input,

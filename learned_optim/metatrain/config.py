@@ -52,7 +52,8 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     starts at exactly the file's update function (see ``widen``). A recipe may also set another nominal step
     (``--output-scale``, ``--step-decay-steps``, ``--step-decay-power``): the file's weights then start at the
     recipe's step. A "scale" recipe may start from a "residual" rule: the correction's readout row is dropped, so
-    meta-training starts at the file's rule with d = 0 (benchmarks.residual_correction's ablation). The returned
+    meta-training starts at the file's rule with d = 0 (benchmarks.residual_correction's ablation). A "residual"
+    recipe may add or drop the flip gate (``--flip-gate``), which has no weights of its own. The returned
     weights keep the file's name and sha256 (the card names the bytes read)."""
     rule = load_weights(config.init_from)
     if _adds_tensor_inputs(rule.config, config.net):
@@ -60,8 +61,9 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     if rule.config.output == "residual" and config.net.output == "scale":
         theta = {**rule.theta, "readout.w": rule.theta["readout.w"][1:], "readout.b": rule.theta["readout.b"][1:]}
         rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, output="scale"), theta=theta)
-    step = {name: getattr(config.net, name) for name in ("output_scale", "step_decay_steps", "step_decay_power")}
-    if any(getattr(rule.config, name) != value for name, value in step.items()):  # the same network, another step
+    step = {name: getattr(config.net, name)
+            for name in ("output_scale", "step_decay_steps", "step_decay_power", "flip_gate")}
+    if any(getattr(rule.config, name) != value for name, value in step.items()):  # the same network, another step/gate
         rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, **step))
     if rule.config != config.net:
         ours, theirs = dataclasses.asdict(config.net), dataclasses.asdict(rule.config)  # every field, defaults too
