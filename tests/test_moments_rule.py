@@ -568,3 +568,30 @@ def test_a_gradient_that_flips_sign_at_every_step_closes_the_correction(seed, n,
         assert torch.all((flip >= -1) & (flip <= 0))
         if t >= 6:
             assert torch.all(flip <= FLIP_CLOSED) and torch.equal(x, y), t
+
+
+@pytest.mark.parametrize("implementation", ["torch", "compiled"])
+def test_every_path_takes_the_flip_rules_reference_steps(implementation):
+    """The batched PyTorch paths run the gate through the same rule_step as the reference: the same parameters and
+    state (the last gradients, the flip averages) after a run whose gradients oscillate; and an optimizer resumed
+    from a state dict halfway continues bitwise."""
+    rule = random_weights(FLIP, seed=11)
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(40, generator=gen)
+    grads = [a * (-1) ** t + 0.1 * torch.randn(40, generator=gen) for t in range(12)]
+    ends = []
+    for impl, resume_at in ((implementation, None), ("reference", None), ("reference", 5)):
+        p = torch.nn.Parameter(torch.zeros(40))
+        opt = LearnedOptimizer([p], weights=rule, implementation=impl)
+        for t, g in enumerate(grads):
+            p.grad = g.clone()
+            opt.step()
+            if t == resume_at:
+                resumed = LearnedOptimizer([p], weights=rule, implementation=impl)
+                resumed.load_state_dict(opt.state_dict())
+                opt = resumed
+        ends.append((p.detach().clone(), opt.state[p]["moments"].clone()))
+    torch.testing.assert_close(ends[0][0], ends[1][0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ends[0][1], ends[1][1], rtol=1e-5, atol=1e-7)
+    assert torch.equal(ends[1][0], ends[2][0]) and torch.equal(ends[1][1], ends[2][1])
+    assert float(ends[1][1][:, -1].min()) < 0  # the oscillation registered in the flip averages
