@@ -12,7 +12,7 @@ from .nets import NetConfig
 from .optimizer import LearnedOptimizer
 from .pretrained import RuleWeights, list_pretrained, load_weights, pretrained_card, save_weights
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "LearnedOptimizer",
