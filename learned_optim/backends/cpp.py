@@ -263,8 +263,8 @@ def pack_moments(theta, config) -> tuple[list[torch.Tensor], torch.Tensor]:
 def moments_step(grad, moments, states, packed, config, step_count: int, sign: float = 1.0,
                  param: "torch.Tensor | None" = None, lr: float = 0.0) -> "torch.Tensor | None":
     """A moments rule's update for a flat CPU float32 gradient; ``moments`` (N, 4), or (N, 6) with a flip gate, and
-    ``states`` (N, H each) are updated in place. With ``param`` (flat, contiguous float32) the kernel adds ``lr`` times the update to it and
-    returns None. Coordinates with a non-finite gradient get update 0 and keep their state."""
+    ``states`` (N, H each) are updated in place. With ``param`` (flat, contiguous float32) the kernel adds ``lr``
+    times the update to it and returns None. Coordinates with a non-finite gradient get update 0 and keep their state."""
     into_param = param is not None
     out = param if into_param else torch.empty_like(grad)
     layers, readout = packed

@@ -222,9 +222,10 @@ void check_f32(const torch::Tensor& t, const char* what) {
 
 }  // namespace
 
-// grad (N,); moments (N, 4), or (N, 6) for the flip gate; states [h0, c0, h1, c1 ...] each (N, H); weights: per layer (4H, nin + H + 1) =
-// [W_ih, W_hh, b]; readout (2, H + 1) = [w_d, b_d; w_s, b_s]; corrections [1/(1-b1^t), 1/(1-b2^t), 1/(1-b3^t),
-// 1/(1-b2'^t), log(1 + t) / log(1 + 10^4)]. With into_param, `out` is the flat parameter and receives param + lr * update.
+// grad (N,); moments (N, 4), or (N, 6) for the flip gate; states [h0, c0, h1, c1 ...] each (N, H); weights: per
+// layer (4H, nin + H + 1) = [W_ih, W_hh, b]; readout (2, H + 1) = [w_d, b_d; w_s, b_s]; corrections [1/(1-b1^t),
+// 1/(1-b2^t), 1/(1-b3^t), 1/(1-b2'^t), log(1 + t) / log(1 + 10^4)]. With into_param, `out` is the flat parameter and
+// receives param + lr * update.
 void moments_step(const torch::Tensor& grad, double sign, torch::Tensor& moments, const std::vector<torch::Tensor>& states,
                   const std::vector<torch::Tensor>& weights, const torch::Tensor& readout,
                   const std::vector<double>& corrections, double scale, torch::Tensor& out, bool into_param, double lr) {

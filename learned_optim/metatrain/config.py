@@ -44,6 +44,10 @@ def initial_theta(
     return theta
 
 
+# rule settings a recipe may change from its --init-from file's: none of them has weights of its own
+WEIGHTLESS_SETTINGS = ("output_scale", "step_decay_steps", "step_decay_power", "flip_gate")
+
+
 def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     """The weight file ``init_from`` names (a shipped name or a path), checked against the recipe's architecture.
 
@@ -61,10 +65,10 @@ def start_weights(config: "MetaTrainConfig") -> "RuleWeights":
     if rule.config.output == "residual" and config.net.output == "scale":
         theta = {**rule.theta, "readout.w": rule.theta["readout.w"][1:], "readout.b": rule.theta["readout.b"][1:]}
         rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, output="scale"), theta=theta)
-    step = {name: getattr(config.net, name)
-            for name in ("output_scale", "step_decay_steps", "step_decay_power", "flip_gate")}
-    if any(getattr(rule.config, name) != value for name, value in step.items()):  # the same network, another step/gate
-        rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, **step))
+    # settings without weights of their own: the same network, another step or gate
+    weightless = {name: getattr(config.net, name) for name in WEIGHTLESS_SETTINGS}
+    if any(getattr(rule.config, name) != value for name, value in weightless.items()):
+        rule = dataclasses.replace(rule, config=dataclasses.replace(rule.config, **weightless))
     if rule.config != config.net:
         ours, theirs = dataclasses.asdict(config.net), dataclasses.asdict(rule.config)  # every field, defaults too
         differ = sorted(k for k, v in ours.items() if theirs[k] != v)
